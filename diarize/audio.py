@@ -1,0 +1,76 @@
+"""Audio loading and the log-mel front end: any file libsndfile reads -> 16 kHz mono -> (time, mel)."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from .hparams import FMAX, FMIN, HOP_LENGTH, LOG_FLOOR, N_FFT, N_MELS, SAMPLE_RATE
+
+
+class AudioError(ValueError):
+    """An input that cannot be read as audio; the message names the file and the reason."""
+
+
+def load_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode a file to mono float32 at `sr` Hz. NaN/Inf samples become 0; clipping is kept as is."""
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(f"{path}: no such file")
+    if path.is_dir():
+        raise AudioError(f"{path}: is a folder, not an audio file")
+    try:
+        wave, file_sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as e:  # libsndfile's errors are varied; all mean "not readable audio"
+        reason = str(e).splitlines()[-1] if str(e) else type(e).__name__
+        raise AudioError(f"{path}: not readable audio ({reason})") from None
+    return to_mono_16k(wave, file_sr, sr)
+
+
+def to_mono_16k(wave: np.ndarray, file_sr: int, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """(samples, channels) or (samples,) at `file_sr` -> mono float32 at `sr`."""
+    wave = np.asarray(wave, dtype=np.float32)
+    if wave.ndim == 2:
+        wave = wave.mean(axis=1)
+    wave = np.nan_to_num(wave, nan=0.0, posinf=0.0, neginf=0.0)
+    if file_sr != sr and len(wave):
+        import librosa  # imported lazily: it is slow to import and only needed here
+
+        wave = librosa.resample(wave, orig_sr=file_sr, target_sr=sr, res_type="soxr_hq")
+    return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def audio_duration(path: str | Path) -> float:
+    """Length in seconds from the header, without decoding."""
+    info = sf.info(str(path))
+    return info.frames / info.samplerate
+
+
+@functools.lru_cache(maxsize=4)
+def _mel_basis(device: str) -> torch.Tensor:
+    import librosa
+
+    basis = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=FMIN, fmax=FMAX)
+    return torch.from_numpy(basis).to(device)
+
+
+def log_mel(wave: np.ndarray | torch.Tensor, device: str = "cpu") -> torch.Tensor:
+    """Log-mel power of a 16 kHz wave (or a batch of waves): (..., samples) -> (..., frames, mels).
+
+    Frames are centred (librosa's convention), so frame t covers samples around t * HOP_LENGTH.
+    The result is (time, mel): the network reads one row per 10 ms step.
+    """
+    x = torch.as_tensor(wave, dtype=torch.float32, device=device)
+    lead = x.shape[:-1]
+    x = x.reshape(-1, x.shape[-1])
+    if x.shape[-1] < N_FFT // 2 + 1:  # reflect padding needs a few samples; silence is the honest pad
+        x = torch.nn.functional.pad(x, (0, N_FFT // 2 + 1 - x.shape[-1]))
+    spec = torch.stft(x, N_FFT, HOP_LENGTH, window=torch.hann_window(N_FFT, device=device),
+                      center=True, pad_mode="reflect", return_complex=True)
+    power = spec.real.square() + spec.imag.square()  # (batch, freq, time)
+    mel = torch.matmul(_mel_basis(str(device)), power)  # (batch, mel, time)
+    out = torch.log(mel + LOG_FLOOR).transpose(1, 2)  # transpose, never reshape: (batch, time, mel)
+    return out.reshape(*lead, out.shape[-2], out.shape[-1])

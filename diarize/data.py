@@ -1,0 +1,205 @@
+"""Training data: list speakers' files, cache their log-mels on disk, draw S speakers x M window batches."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import multiprocessing
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .audio import AudioError, load_audio, log_mel
+from .hparams import FMAX, FMIN, HOP_LENGTH, N_FFT, N_MELS, SAMPLE_RATE, WINDOW_FRAMES
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au"}
+EXTRA_FRAMES = 8  # drawn beyond a window so that speed perturbation has frames to stretch into
+TRIM_DB = 40.0  # leading/trailing frames this far under a file's peak are silence, not speaker
+
+
+class DataError(ValueError):
+    """A dataset that cannot be used; the message says why."""
+
+
+@dataclass
+class Dataset:
+    """Audio files and their speakers."""
+    paths: list[Path]
+    speakers: list[str]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def list_dataset(source: str | Path) -> Dataset:
+    """A folder with one subfolder per speaker (files at any depth, VoxCeleb layout), or a TSV/CSV manifest
+    with `path` and `speaker` columns (paths relative to the manifest's folder)."""
+    source = Path(source)
+    if not source.exists():
+        raise DataError(f"{source}: no such file or folder")
+    if source.is_dir():
+        paths, speakers = [], []
+        for spk_dir in sorted(p for p in source.iterdir() if p.is_dir()):
+            for f in sorted(spk_dir.rglob("*")):
+                if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file():
+                    paths.append(f)
+                    speakers.append(spk_dir.name)
+        if not paths:
+            raise DataError(f"{source}: no audio files in speaker subfolders")
+        return Dataset(paths, speakers)
+    delimiter = "," if source.suffix.lower() == ".csv" else "\t"
+    try:
+        with open(source, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f, delimiter=delimiter))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{source}: not a text manifest ({e})") from None
+    if not rows or not {"path", "speaker"} <= set(rows[0]):
+        raise DataError(f"{source}: a manifest needs a header with 'path' and 'speaker' columns")
+    root = source.parent
+    return Dataset([root / r["path"] for r in rows], [r["speaker"] for r in rows])
+
+
+def split_speakers(data: Dataset, n_val: int, seed: int = 0) -> tuple[Dataset, Dataset]:
+    """Hold out `n_val` whole speakers (drawn with `seed`) for validation."""
+    names = sorted(set(data.speakers))
+    if n_val >= len(names):
+        raise DataError(f"cannot hold out {n_val} of {len(names)} speakers")
+    held = set(np.random.default_rng(seed).choice(names, size=n_val, replace=False).tolist())
+    train, val = Dataset([], []), Dataset([], [])
+    for path, spk in zip(data.paths, data.speakers):
+        part = val if spk in held else train
+        part.paths.append(path)
+        part.speakers.append(spk)
+    return train, val
+
+
+def _features(path: Path) -> np.ndarray | str:
+    """Trimmed log-mels of one file as float16, or the reason it could not be read."""
+    try:
+        wave = load_audio(path)
+    except AudioError as e:
+        return str(e)
+    if len(wave) == 0:
+        return f"{path}: no samples"
+    feats = log_mel(wave).numpy()
+    energy = feats.max(axis=1)
+    voiced = np.flatnonzero(energy > energy.max() - TRIM_DB / 10 * np.log(10))
+    return feats[voiced[0]: voiced[-1] + 1].astype(np.float16)
+
+
+@dataclass
+class FeatureCache:
+    """Every file's log-mels in one memory-mapped float16 array, rows indexed by offsets."""
+    frames: np.ndarray  # (total_frames, mels), memory-mapped
+    offsets: np.ndarray  # start row of each kept file
+    lengths: np.ndarray  # frames of each kept file
+    speakers: list[str]  # speaker of each kept file
+    skipped: list[str] = field(default_factory=list)  # "path: reason" for every unreadable file
+
+
+def _cache_key(data: Dataset) -> str:
+    h = hashlib.sha1(json.dumps([SAMPLE_RATE, N_FFT, HOP_LENGTH, N_MELS, FMIN, FMAX, TRIM_DB]).encode())
+    for p, s in zip(data.paths, data.speakers):
+        st = p.stat() if p.exists() else None
+        h.update(f"{p.resolve()}\0{s}\0{st and st.st_size}\0{st and st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def build_cache(data: Dataset, cache_dir: str | Path, workers: int = 1,
+                hook: Callable[..., None] | None = None) -> FeatureCache:
+    """Compute log-mels once (in `workers` processes) and memory-map them; a later call with the same
+    files and front end reuses them. Unreadable files are skipped and listed, never fatal."""
+    cache_dir = Path(cache_dir) / _cache_key(data)
+    index_path = cache_dir / "index.json"
+    if not index_path.exists():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        offsets, lengths, speakers, skipped, total = [], [], [], [], 0
+        tmp = cache_dir / "frames.f16.tmp"
+        ctx = multiprocessing.get_context("spawn")
+        with open(tmp, "wb") as out, ctx.Pool(workers) if workers > 1 else _Serial() as pool:
+            for i, (result, spk) in enumerate(zip(pool.imap(_features, data.paths, chunksize=8),
+                                                  data.speakers)):
+                if isinstance(result, str):
+                    skipped.append(result)
+                else:
+                    out.write(result.tobytes())
+                    offsets.append(total)
+                    lengths.append(len(result))
+                    speakers.append(spk)
+                    total += len(result)
+                if hook:
+                    hook("features", completed=i + 1, total=len(data))
+        os.replace(tmp, cache_dir / "frames.f16")
+        index = {"offsets": offsets, "lengths": lengths, "speakers": speakers, "skipped": skipped,
+                 "total": total}
+        tmp_index = cache_dir / "index.json.tmp"
+        tmp_index.write_text(json.dumps(index))
+        os.replace(tmp_index, index_path)  # the index appears last: its presence means the cache is whole
+    index = json.loads(index_path.read_text())
+    frames = (np.memmap(cache_dir / "frames.f16", dtype=np.float16, mode="r", shape=(index["total"], N_MELS))
+              if index["total"] else np.zeros((0, N_MELS), np.float16))
+    return FeatureCache(frames, np.array(index["offsets"], dtype=np.int64),
+                        np.array(index["lengths"], dtype=np.int64), index["speakers"], index["skipped"])
+
+
+class _Serial:
+    """A stand-in for a process pool when workers=1."""
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    @staticmethod
+    def imap(fn, items, chunksize=1):
+        return map(fn, items)
+
+
+class BatchSampler:
+    """Draws batches of S speakers x M windows (40 frames, + EXTRA_FRAMES for augmentation).
+
+    Speakers are drawn uniformly (not by amount of audio), files by length, offsets uniformly.
+    Speakers with no file of at least one window are dropped; `dropped` lists them.
+    """
+
+    def __init__(self, cache: FeatureCache, extra_frames: int = EXTRA_FRAMES):
+        self.cache, self.span = cache, WINDOW_FRAMES + extra_frames
+        by_speaker: dict[str, list[int]] = {}
+        for i, spk in enumerate(cache.speakers):
+            if cache.lengths[i] >= WINDOW_FRAMES:
+                by_speaker.setdefault(spk, []).append(i)
+        self.dropped = sorted(set(cache.speakers) - set(by_speaker))
+        self.speakers = sorted(by_speaker)
+        self.files = [np.array(by_speaker[s]) for s in self.speakers]
+        self.weights = [cache.lengths[f] / cache.lengths[f].sum() for f in self.files]
+
+    def batch(self, rng: np.random.Generator, n_speakers: int, n_windows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(S*M, 40+extra, mels) float32 windows and their (S*M,) speaker indices. Short files are
+        padded by repeating their last frames' edge (np 'edge' padding)."""
+        if n_speakers > len(self.speakers):
+            raise DataError(f"--speakers-per-batch {n_speakers} exceeds the {len(self.speakers)} usable speakers")
+        chosen = rng.choice(len(self.speakers), size=n_speakers, replace=False)
+        out = np.empty((n_speakers * n_windows, self.span, N_MELS), dtype=np.float32)
+        labels = np.repeat(chosen, n_windows)
+        for row, spk in enumerate(labels):
+            f = rng.choice(self.files[spk], p=self.weights[spk])
+            start, length = self.cache.offsets[f], self.cache.lengths[f]
+            take = min(self.span, length)
+            off = rng.integers(0, length - take + 1)
+            win = self.cache.frames[start + off: start + off + take]
+            out[row] = np.pad(win, ((0, self.span - take), (0, 0)), mode="edge") if take < self.span else win
+        return torch.from_numpy(out), torch.from_numpy(labels)
+
+
+def utterance_windows(feats: np.ndarray, hop: int = WINDOW_FRAMES // 2, max_windows: int = 16) -> np.ndarray:
+    """Evenly spaced 40-frame windows over one utterance (at most `max_windows`), for validation."""
+    if len(feats) < WINDOW_FRAMES:
+        feats = np.pad(feats, ((0, WINDOW_FRAMES - len(feats)), (0, 0)), mode="edge")
+    starts = np.arange(0, len(feats) - WINDOW_FRAMES + 1, hop)
+    if len(starts) > max_windows:
+        starts = starts[np.linspace(0, len(starts) - 1, max_windows).astype(int)]
+    return np.stack([feats[s: s + WINDOW_FRAMES] for s in starts]).astype(np.float32)

@@ -1,0 +1,187 @@
+"""The speaker encoder (BLSTM -> BLSTM -> dense -> softmax), its siamese KL comparison, and checkpoints."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .hparams import N_MELS, WINDOW_FRAMES
+
+FORMAT_VERSION = 1
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_MODEL = "diarize-blstm"
+
+
+class ModelError(ValueError):
+    """A model file that cannot be used; the message names the file and what is wrong."""
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    n_mels: int = N_MELS  # input features per frame
+    window_frames: int = WINDOW_FRAMES  # frames per input window (40 = 0.4 s)
+    lstm_hidden: int = 128  # units per direction in each BLSTM layer
+    dropout: float = 0.2  # between and after the BLSTM layers
+    dense: tuple[int, ...] = (256,)  # hidden dense layers (PReLU)
+    n_outputs: int = 256  # K: softmax outputs the KL compares
+    embedding_layer: str = "blstm2"  # "blstm2" (time-averaged 2nd BLSTM output) or "dense" (last hidden dense)
+
+    @property
+    def embedding_dim(self) -> int:
+        return 2 * self.lstm_hidden if self.embedding_layer == "blstm2" else self.dense[-1]
+
+
+class SpeakerEncoder(nn.Module):
+    """Base network of the siamese pair: one (time, mel) window in, a distribution over K outputs out."""
+
+    def __init__(self, config: EncoderConfig = EncoderConfig()):
+        super().__init__()
+        if config.embedding_layer not in ("blstm2", "dense"):
+            raise ValueError(f"embedding_layer must be 'blstm2' or 'dense', not {config.embedding_layer!r}")
+        self.config = config
+        h = config.lstm_hidden
+        self.blstm1 = nn.LSTM(config.n_mels, h, batch_first=True, bidirectional=True)
+        self.blstm2 = nn.LSTM(2 * h, h, batch_first=True, bidirectional=True)
+        self.dropout = nn.Dropout(config.dropout)
+        layers, width = [], 2 * h
+        for size in config.dense:
+            layers += [nn.Linear(width, size), nn.PReLU(size)]
+            width = size
+        self.dense = nn.Sequential(*layers)
+        self.classifier = nn.Linear(width, config.n_outputs)
+
+    @staticmethod
+    def normalise(x: torch.Tensor) -> torch.Tensor:
+        """Remove each window's overall level (gain) and scale; the spectral shape, which carries the
+        speaker, is left as it is."""
+        mean = x.mean(dim=(1, 2), keepdim=True)
+        std = x.std(dim=(1, 2), keepdim=True)
+        return (x - mean) / (std + 1e-5)
+
+    def hidden(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(batch, time, mel) -> (time-averaged 2nd BLSTM output, last hidden dense output)."""
+        x, _ = self.blstm1(self.normalise(x))
+        x, _ = self.blstm2(self.dropout(x))
+        pooled = x.mean(dim=1)
+        return pooled, self.dense(self.dropout(pooled))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities over the K outputs (log-softmax: the KL needs logs anyway)."""
+        _, dense = self.hidden(x)
+        return torch.log_softmax(self.classifier(dense), dim=-1)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """L2-normalised embedding from the inner layer chosen in the config (never the softmax)."""
+        pooled, dense = self.hidden(x)
+        e = pooled if self.config.embedding_layer == "blstm2" else dense
+        return nn.functional.normalize(e, dim=-1)
+
+
+def symmetric_kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """KL(p||q) + KL(q||p) row by row, from log-probabilities."""
+    p, q = log_p.exp(), log_q.exp()
+    return ((p - q) * (log_p - log_q)).sum(dim=-1)
+
+
+class SiameseKL(nn.Module):
+    """Two inputs through the same encoder weights, compared by the symmetric KL divergence."""
+
+    def __init__(self, encoder: SpeakerEncoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return symmetric_kl(self.encoder(a), self.encoder(b))
+
+
+def save_checkpoint(path: str | Path, encoder: SpeakerEncoder, **extra) -> None:
+    """Write {format_version, config, state_dict, **extra} atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in encoder.state_dict().items()}
+    payload = {"format_version": FORMAT_VERSION, "config": dataclasses.asdict(encoder.config),
+               "state_dict": state, **extra}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def available_models() -> list[str]:
+    return sorted(p.stem for p in MODELS_DIR.glob("*.pt"))
+
+
+def resolve_model_path(name_or_path: str | Path | None) -> Path:
+    """A registry name (a file in models/) or a path; None means the bundled default."""
+    name = str(name_or_path or DEFAULT_MODEL)
+    path = Path(name)
+    if path.suffix == ".pt" or path.exists() or os.sep in name:
+        if not path.exists():
+            raise ModelError(f"{path}: no such model file")
+        return path
+    if (MODELS_DIR / f"{name}.pt").exists():
+        return MODELS_DIR / f"{name}.pt"
+    raise ModelError(f"unknown model {name!r}; available: {', '.join(available_models()) or 'none'}")
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint as data: weights_only=True never runs pickled code."""
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ModelError(f"{path}: no such model file") from None
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if "Weights only load failed" in str(e):
+            raise ModelError(f"{path}: refused, the file holds pickled objects other than weights") from None
+        raise ModelError(f"{path}: not a diarize model ({first[:120]})") from None
+    if not isinstance(ckpt, dict) or "format_version" not in ckpt or "state_dict" not in ckpt:
+        raise ModelError(f"{path}: not a diarize model (no format_version/state_dict)")
+    if ckpt["format_version"] != FORMAT_VERSION:
+        raise ModelError(f"{path}: model format version {ckpt['format_version']}, this diarize reads "
+                         f"version {FORMAT_VERSION}")
+    return ckpt
+
+
+def encoder_from_checkpoint(ckpt: dict, path: str | Path = "model") -> SpeakerEncoder:
+    try:
+        cfg = dict(ckpt["config"])
+        cfg["dense"] = tuple(cfg.get("dense", ()))
+        encoder = SpeakerEncoder(EncoderConfig(**cfg))
+        encoder.load_state_dict(ckpt["state_dict"])
+    except (TypeError, KeyError, RuntimeError, ValueError) as e:
+        raise ModelError(f"{path}: config and weights do not match ({str(e).splitlines()[0][:120]})") from None
+    return encoder
+
+
+def pick_device(device: str | None = "auto") -> torch.device:
+    """'auto'/None: CUDA when there is one, else CPU; 'cpu', 'cuda', 'cuda:N' as asked."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but this torch sees no CUDA GPU")
+    return dev
+
+
+def load_model(name_or_path: str | Path | None = None, device: str | None = "auto") -> SpeakerEncoder:
+    """Load an encoder for inference (eval mode) from a registry name or a path."""
+    path = resolve_model_path(name_or_path)
+    ckpt = load_checkpoint(path)
+    encoder = encoder_from_checkpoint(ckpt, path)
+    encoder.metrics = ckpt.get("metrics", {})  # figures measured at training time, shown by `diarize info`
+    encoder.source = path
+    return encoder.to(pick_device(device)).eval()

@@ -1,0 +1,219 @@
+"""The training loop: siamese KL encoder on S x M batches, validation EER, best/last checkpoints, resume,
+and torchrun/DDP when launched with more than one process."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .augment import augment
+from .data import BatchSampler, Dataset, FeatureCache, build_cache, utterance_windows
+from .hparams import WINDOW_FRAMES
+from .loss import kl_hinge_loss
+from .metrics import equal_error_rate, pair_scores
+from .model import (EncoderConfig, ModelError, SpeakerEncoder, encoder_from_checkpoint, load_checkpoint,
+                    save_checkpoint)
+
+Hook = Callable[..., None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 3000  # optimiser steps in all (a resumed run continues to this count)
+    speakers_per_batch: int = 32  # S
+    windows_per_speaker: int = 4  # M: a batch holds S*M windows and every pair of them enters the loss
+    lr: float = 1e-3  # Adam learning rate, cosine-decayed to 5% over `steps`
+    margin: float = 2.0  # hinge margin on KL for different-speaker pairs
+    augment: bool = False  # synthesise gain, noise, reverberation and speed changes
+    seed: int = 0
+    val_every: int = 200  # steps between validation rounds (EER) and checkpoints
+    val_utterances: int = 20  # at most this many utterances per validation speaker
+
+
+class TrainingInterrupted(Exception):
+    """Raised after Ctrl-C/SIGTERM once the last completed step is saved; carries that checkpoint."""
+
+
+class _StopRequest:
+    """Ctrl-C or SIGTERM asks the loop to stop after the step in flight, so the checkpoint it leaves is
+    exactly a completed step; a second Ctrl-C stops at once."""
+
+    def __init__(self):
+        self.requested, self.saved = False, {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.saved[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def restore(self):
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+
+
+def _dist() -> tuple[int, int]:
+    """(rank, world size) under torchrun; (0, 1) in a plain process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and os.environ.get("DIARIZE_BACKEND") != "gloo" else "gloo"
+        torch.distributed.init_process_group(backend)
+    return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
+
+
+def validation_windows(cache: FeatureCache, per_speaker: int, seed: int = 0) -> tuple[list[np.ndarray], list[str]]:
+    """Up to `per_speaker` utterances per speaker, each as a stack of windows."""
+    rng = np.random.default_rng(seed)
+    utts, spks = [], []
+    for spk in sorted(set(cache.speakers)):
+        idx = [i for i, s in enumerate(cache.speakers) if s == spk]
+        for i in sorted(rng.permutation(idx)[:per_speaker]):
+            feats = np.asarray(cache.frames[cache.offsets[i]: cache.offsets[i] + cache.lengths[i]])
+            utts.append(utterance_windows(feats))
+            spks.append(spk)
+    return utts, spks
+
+
+@torch.inference_mode()
+def utterance_embeddings(encoder: SpeakerEncoder, utts: list[np.ndarray], device: torch.device,
+                         batch_size: int = 512) -> np.ndarray:
+    """Mean of each utterance's window embeddings, L2-normalised."""
+    was_training = encoder.training
+    encoder.eval()
+    flat = torch.from_numpy(np.concatenate(utts))
+    emb = torch.cat([encoder.embed(flat[i: i + batch_size].to(device)).cpu()
+                     for i in range(0, len(flat), batch_size)])
+    owner = torch.repeat_interleave(torch.arange(len(utts)), torch.tensor([len(u) for u in utts]))
+    sums = torch.zeros(len(utts), emb.shape[1]).index_add_(0, owner, emb)
+    encoder.train(was_training)
+    return torch.nn.functional.normalize(sums, dim=1).numpy()
+
+
+def evaluate_encoder(encoder: SpeakerEncoder, utts: list[np.ndarray], spks: list[str],
+                     device: torch.device) -> dict[str, float]:
+    """EER (cosine, all utterance pairs) and balanced same/different pair accuracy at the EER threshold."""
+    scores, same = pair_scores(utterance_embeddings(encoder, utts, device), spks)
+    eer, threshold = equal_error_rate(scores, same)
+    accept = scores >= threshold
+    acc = 0.5 * (accept[same].mean() + (~accept[~same]).mean())
+    return {"eer": eer, "pair_accuracy": float(acc), "threshold": threshold,
+            "utterances": len(utts), "speakers": len(set(spks))}
+
+
+def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
+          encoder_config: EncoderConfig = EncoderConfig(), config: TrainConfig = TrainConfig(),
+          device: torch.device = torch.device("cpu"), resume: str | Path | None = None,
+          init: str | Path | None = None, cache_dir: str | Path | None = None, workers: int = 1,
+          hook: Hook | None = None) -> dict:
+    """Train an encoder; writes out_dir/last.pt (resumable), out_dir/best.pt (best validation EER, weights
+    only: a model file) and out_dir/log.jsonl (learning curve). Returns the final summary."""
+    hook = hook or (lambda *a, **k: None)
+    rank, world = _dist()
+    out_dir = Path(out_dir)
+    cache_dir = Path(cache_dir) if cache_dir else out_dir / "features"
+    train_cache = build_cache(train_data, cache_dir, workers, hook if rank == 0 else None)
+    sampler = BatchSampler(train_cache)
+    hook("data", speakers=len(sampler.speakers), files=len(train_cache.speakers),
+         skipped=train_cache.skipped, dropped=sampler.dropped)
+    if len(sampler.speakers) < 2:
+        raise ValueError(f"training needs at least 2 speakers with {WINDOW_FRAMES} frames of audio; "
+                         f"found {len(sampler.speakers)}")
+    s = min(config.speakers_per_batch, len(sampler.speakers))
+    val = None
+    if val_data is not None and rank == 0:
+        val_cache = build_cache(val_data, cache_dir, workers, hook)
+        hook("data", split="val", speakers=len(set(val_cache.speakers)), files=len(val_cache.speakers),
+             skipped=val_cache.skipped, dropped=[])
+        if len(set(val_cache.speakers)) >= 2:
+            val = validation_windows(val_cache, config.val_utterances)
+
+    step, best_eer, history = 0, float("inf"), []
+    if resume:
+        ckpt = load_checkpoint(resume)
+        if "optimizer" not in ckpt:
+            raise ModelError(f"{resume}: holds no training state to resume (use --init to fine-tune from it)")
+        encoder = encoder_from_checkpoint(ckpt, resume)
+        step, best_eer, history = ckpt["step"], ckpt["best_eer"], list(ckpt["history"])
+        config = dataclasses.replace(TrainConfig(**ckpt["train_config"]), steps=config.steps)
+    elif init:
+        encoder = encoder_from_checkpoint(load_checkpoint(init), init)
+    else:
+        torch.manual_seed(config.seed)
+        encoder = SpeakerEncoder(encoder_config)
+    encoder.to(device).train()
+    optimizer = torch.optim.Adam(encoder.parameters(), lr=config.lr)
+    if resume:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    schedule = lambda k: 0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(k, config.steps) / config.steps))
+    model = torch.nn.parallel.DistributedDataParallel(encoder) if world > 1 else encoder
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def checkpoint(metrics: dict) -> None:
+        extra = {"step": step, "best_eer": best_eer, "history": history, "metrics": metrics,
+                 "train_config": dataclasses.asdict(config), "optimizer": optimizer.state_dict()}
+        save_checkpoint(out_dir / "last.pt", encoder, **extra)
+
+    def log(record: dict) -> None:
+        history.append(record)
+        with open(out_dir / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    running, started, metrics = None, time.time(), {}
+    stop = _StopRequest()
+    try:
+        while step < config.steps:
+            if stop.requested:
+                raise KeyboardInterrupt
+            # every step's randomness derives from (seed, step): a resumed run redraws the same batches
+            rng = np.random.default_rng([config.seed, step])
+            gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+            torch.manual_seed(config.seed * 1_000_003 + step)
+            x, labels = sampler.batch(rng, s, config.windows_per_speaker)
+            x = augment(x, gen) if config.augment else x[:, :WINDOW_FRAMES]
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr * schedule(step)
+            if world > 1:  # each process embeds its slice; the loss sees every pair of the whole batch
+                mine = torch.tensor_split(torch.arange(len(x)), world)[rank]
+                log_p = torch.cat(torch.distributed.nn.functional.all_gather(model(x[mine].to(device))))
+            else:
+                log_p = model(x.to(device))
+            loss, stats = kl_hinge_loss(log_p, labels.to(device), config.margin)
+            optimizer.zero_grad(set_to_none=True)
+            (loss * world).backward()  # DDP averages over processes; each computed the whole loss
+            optimizer.step()
+            step += 1
+            running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+            hook("step", step=step, total=config.steps, loss=running, **stats)
+            if step % 50 == 0 and rank == 0:
+                log({"step": step, "loss": running, **stats, "seconds": time.time() - started})
+            if (step % config.val_every == 0 or step == config.steps) and rank == 0:
+                metrics = evaluate_encoder(encoder, *val, device) if val else {}
+                if metrics:
+                    log({"step": step, **{f"val_{k}": v for k, v in metrics.items()}})
+                    hook("val", step=step, best=min(best_eer, metrics["eer"]), **metrics)
+                if not val or metrics["eer"] < best_eer:
+                    best_eer = metrics.get("eer", best_eer)
+                    save_checkpoint(out_dir / "best.pt", encoder, step=step, metrics=metrics,
+                                    train_config=dataclasses.asdict(config))
+                checkpoint(metrics)
+    except KeyboardInterrupt:
+        if rank == 0:
+            checkpoint(metrics)
+        raise TrainingInterrupted(out_dir / "last.pt") from None
+    finally:
+        stop.restore()
+        if world > 1:
+            torch.distributed.destroy_process_group()
+    return {"step": step, "best_eer": best_eer, "metrics": metrics, "out_dir": str(out_dir),
+            "seconds": time.time() - started}
