@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -18,10 +19,7 @@ class AudioError(ValueError):
 def load_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
     """Decode a file to mono float32 at `sr` Hz. NaN/Inf samples become 0; clipping is kept as is."""
     path = Path(path)
-    if not path.exists():
-        raise AudioError(f"{path}: no such file")
-    if path.is_dir():
-        raise AudioError(f"{path}: is a folder, not an audio file")
+    load_audio_header(path)
     try:
         wave, file_sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:  # libsndfile's errors are varied; all mean "not readable audio"
@@ -74,3 +72,67 @@ def log_mel(wave: np.ndarray | torch.Tensor, device: str = "cpu") -> torch.Tenso
     mel = torch.matmul(_mel_basis(str(device)), power)  # (batch, mel, time)
     out = torch.log(mel + LOG_FLOOR).transpose(1, 2)  # transpose, never reshape: (batch, time, mel)
     return out.reshape(*lead, out.shape[-2], out.shape[-1])
+
+
+def stream_audio(path: str | Path, chunk_seconds: float = 60.0) -> Iterator[np.ndarray]:
+    """Decode a file chunk by chunk as 16 kHz mono float32, so hours of audio never sit in memory whole."""
+    path = Path(path)
+    load_audio_header(path)
+    with sf.SoundFile(str(path)) as f:
+        resampler = None
+        if f.samplerate != SAMPLE_RATE:
+            import soxr  # librosa's resampler, used here in its streaming form
+
+            resampler = soxr.ResampleStream(f.samplerate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+        block = max(1, int(chunk_seconds * f.samplerate))
+        while True:
+            try:
+                data = f.read(block, dtype="float32", always_2d=True)
+            except Exception as e:
+                raise AudioError(f"{path}: corrupt audio data ({str(e).splitlines()[-1][:100]})") from None
+            last = len(data) < block
+            mono = np.nan_to_num(data.mean(axis=1), nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+            if resampler is not None:
+                mono = resampler.resample_chunk(mono, last=last)
+            if len(mono):
+                yield mono
+            if last:
+                return
+
+
+def load_audio_header(path: Path) -> sf._SoundFileInfo:
+    """Check a file is readable audio before decoding it; raises AudioError with the reason."""
+    if not path.exists():
+        raise AudioError(f"{path}: no such file")
+    if path.is_dir():
+        raise AudioError(f"{path}: is a folder, not an audio file")
+    try:
+        return sf.info(str(path))
+    except Exception as e:
+        reason = str(e).splitlines()[-1] if str(e) else type(e).__name__
+        raise AudioError(f"{path}: not readable audio ({reason})") from None
+
+
+def stream_log_mel(chunks: Iterable[np.ndarray]) -> Iterator[torch.Tensor]:
+    """Log-mel frames of a chunked wave, identical to one centred STFT over the whole wave (zero-padded
+    at both ends): (frames, mels) per chunk, each frame emitted once."""
+    pad = N_FFT // 2
+    pending = np.zeros(pad, dtype=np.float32)  # the left half-window of frame 0
+    for chunk in chunks:
+        pending = np.concatenate([pending, chunk])
+        n = (len(pending) - N_FFT) // HOP_LENGTH + 1  # frames whose whole window is here
+        if n > 0:
+            yield _frames(pending[: (n - 1) * HOP_LENGTH + N_FFT])
+            pending = pending[n * HOP_LENGTH:]
+    # the right half-window of the last frame; librosa's count is 1 + samples // hop for the whole wave
+    pending = np.concatenate([pending, np.zeros(pad, dtype=np.float32)])
+    n = (len(pending) - N_FFT) // HOP_LENGTH + 1
+    if n > 0:
+        yield _frames(pending[: (n - 1) * HOP_LENGTH + N_FFT])
+
+
+def _frames(wave: np.ndarray) -> torch.Tensor:
+    x = torch.from_numpy(wave)[None]
+    spec = torch.stft(x, N_FFT, HOP_LENGTH, window=torch.hann_window(N_FFT), center=False, return_complex=True)
+    mel = torch.matmul(_mel_basis("cpu"), spec.real.square() + spec.imag.square())
+    return torch.log(mel + LOG_FLOOR)[0].T  # transpose, never reshape: (time, mel)

@@ -139,5 +139,292 @@ def train(
                       f"{100 * summary['best_eer']:.2f}%; model {out / 'best.pt'}")
 
 
+class VAD(str, enum.Enum):
+    energy = "energy"
+    silero = "silero"
+
+
+class Method(str, enum.Enum):
+    hdbscan = "hdbscan"
+    ahc = "ahc"
+
+
+class Level(str, enum.Enum):
+    window = "window"
+    segment = "segment"
+    speaker = "speaker"
+    file = "file"
+
+
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model name in models/ or a .pt path "
+                                                                          "(default: the bundled model).")]
+BatchOpt = Annotated[int, typer.Option(min=1, help="Windows per forward pass.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")]
+
+
+def audio_inputs(paths: list[Path]) -> list[Path]:
+    """Files as given, and the audio files inside any folder (recursively, sorted)."""
+    from .data import AUDIO_SUFFIXES
+
+    out = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file())
+            if not found:
+                fail(f"{p}: no audio files in this folder")
+            out += found
+        else:
+            out.append(p)
+    return out
+
+
+def output_targets(audio: Path, out: str, out_dir: Path) -> list[tuple[str, str]]:
+    """(path or "-", format) pairs that one input's turns are written to."""
+    from .writers import FORMATS
+
+    if out == "-":
+        return [("-", "rttm")]
+    if out == "all":
+        return [(str(out_dir / f"{audio.stem}.{f}"), f) for f in FORMATS]
+    if out in FORMATS:
+        return [(str(out_dir / f"{audio.stem}.{out}"), out)]
+    fmt = Path(out).suffix.lower().lstrip(".")
+    if fmt not in FORMATS:
+        fail(f"--out {out!r}: give a format ({', '.join(FORMATS)}, all), a path ending in one, or -")
+    return [(out, fmt)]
+
+
+@app.command()
+def cluster(
+    audio: Annotated[list[Path], typer.Argument(help="Audio files or folders of them.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="rttm, json, csv, srt or all (written as "
+                                     "OUT_DIR/<stem>.<format>), a path whose suffix names the format, or - "
+                                     "for RTTM on stdout.")] = "rttm",
+    out_dir: Annotated[Path, typer.Option(help="Folder for outputs named after each input.")] = Path("."),
+    num_speakers: Annotated[Optional[int], typer.Option(min=1, help="Exactly this many speakers.")] = None,
+    min_speakers: Annotated[int, typer.Option(min=1, help="At least this many speakers.")] = 1,
+    max_speakers: Annotated[Optional[int], typer.Option(min=1, help="At most this many speakers.")] = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    vad: Annotated[VAD, typer.Option(help="Speech detector.")] = VAD.energy,
+    method: Annotated[Method, typer.Option("--cluster", help="Clustering when the count is estimated.")] = Method.hdbscan,
+    window_hop: Annotated[float, typer.Option(min=0.01, help="Seconds between window starts.")] = 0.2,
+    seed: Annotated[int, typer.Option()] = 0,
+    batch_size: BatchOpt = 256,
+    workers: Annotated[int, typer.Option(min=1, help="Files diarized in parallel processes.")] = 1,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")] = False,
+    plot: Annotated[Optional[Path], typer.Option(help="Draw a timeline PNG (one per input: <stem> is "
+                                                      "appended when there are several).")] = None,
+    ref: Annotated[Optional[Path], typer.Option(help="Reference RTTM (file or folder): drawn in the plot and "
+                                                     "scored (DER at collar 0).")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Find who spoke when and write speaker turns.
+
+    Example: diarize cluster meeting.wav --out rttm --plot timeline.png
+    """
+    from .pipeline import PipelineConfig
+
+    if max_speakers is not None and min_speakers > max_speakers:
+        fail(f"--min-speakers {min_speakers} is above --max-speakers {max_speakers}")
+    files = audio_inputs(audio)
+    if len(files) > 1 and out not in ("-", "all") and Path(out).suffix:
+        fail("--out names one file but several inputs were given: use a format and --out-dir")
+    targets = {f: output_targets(f, out, out_dir) for f in files}
+    if not force:
+        existing = [p for ts in targets.values() for p, _ in ts if p != "-" and Path(p).exists()]
+        if existing:
+            fail(f"{existing[0]} exists; use --force to overwrite")
+    references = _load_references(ref) if ref else {}
+    config = PipelineConfig(window_hop=window_hop, vad=vad.value, cluster=method.value, batch_size=batch_size)
+    options = dict(num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers,
+                   config=config, seed=seed)
+    from .runner import diarize_files
+
+    from .model import ModelError
+
+    failures, rows = 0, []
+    with progress_bar(quiet) as bar:
+        task = bar.add_task("diarize", total=len(files), info="")
+        results = diarize_files(files, model, device, options, workers)
+        while True:
+            try:
+                path, result = next(results)
+            except StopIteration:
+                break
+            except (ModelError, ValueError) as e:
+                fail(str(e))
+            bar.update(task, advance=1, info=path.name)
+            if isinstance(result, str):
+                failures += 1
+                console.print(f"[bold red]error:[/] {result}", highlight=False, soft_wrap=True)
+                continue
+            for w in result.warnings:
+                console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+            try:
+                _write_outputs(result, targets[path], plot, len(files) > 1, references)
+            except OSError as e:
+                failures += 1
+                console.print(f"[bold red]error:[/] {path}: cannot write output ({e.strerror}: "
+                              f"{e.filename})", highlight=False, soft_wrap=True)
+                continue
+            rows.append((path, result))
+    if not quiet and rows:
+        _summary(rows, references)
+    if failures:
+        fail(f"{failures} of {len(files)} files failed")
+
+
+def _load_references(ref: Path) -> dict:
+    from .evaluate import load_rttms
+
+    try:
+        return load_rttms(ref)
+    except (OSError, ValueError) as e:
+        fail(f"--ref: {e}")
+
+
+def _write_outputs(result, targets, plot: Optional[Path], several: bool, references: dict) -> None:
+    from .writers import write_turns
+
+    for path, fmt in targets:
+        write_turns(result.turns, path, fmt, result.file_id)
+    if plot:
+        from .plot import plot_timeline
+
+        target = plot.with_name(f"{plot.stem}-{result.file_id}{plot.suffix}") if several else plot
+        plot_timeline(result.turns, target, reference=references.get(result.file_id),
+                      title=result.file_id, duration=result.duration)
+
+
+def _summary(rows, references: dict) -> None:
+    from rich.table import Table
+
+    from .evaluate import score
+
+    table = Table(title="diarization")
+    for col in ("file", "duration", "speakers", "talk time (s) per speaker", "turns") + (("DER",) if references else ()):
+        table.add_column(col)
+    for path, r in rows:
+        talk = {s: 0.0 for s in r.speakers}
+        for t in r.turns:
+            talk[t.speaker] += t.end - t.start
+        cells = [path.name, f"{r.duration:.1f} s", str(len(r.speakers)),
+                 ", ".join(f"{s}: {v:.1f}" for s, v in talk.items()) or "-", str(len(r.turns))]
+        if references:
+            ref_turns = references.get(r.file_id)
+            cells.append(f"{100 * score({r.file_id: ref_turns}, {r.file_id: r.turns})[-1]['der']:.1f}%"
+                         if ref_turns is not None else "-")
+        table.add_row(*cells)
+    console.print(table)
+
+
+@app.command()
+def embed(
+    audio: Annotated[list[Path], typer.Argument(help="Audio files or folders of them.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .npz or .json.")],
+    level: Annotated[Level, typer.Option(help="window: every 0.4 s window; segment: clustered segments; "
+                                              "speaker: one centroid per speaker found; file: one mean "
+                                              "embedding per input.")] = Level.window,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    window_hop: Annotated[float, typer.Option(min=0.01, help="Seconds between window starts.")] = 0.2,
+    batch_size: BatchOpt = 256,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing output.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write speaker embeddings (L2-normalised) of windows, segments, speakers or whole files.
+
+    Example: diarize embed interview.wav --level speaker --out speakers.npz
+    """
+    from .audio import AudioError
+    from .embeddings import collect_embeddings, save_embeddings
+    from .model import ModelError, load_model
+    from .pipeline import PipelineConfig
+
+    if out.suffix.lower() not in (".npz", ".json"):
+        fail(f"--out {out}: use a .npz or .json path")
+    if out.exists() and not force:
+        fail(f"{out} exists; use --force to overwrite")
+    files = audio_inputs(audio)
+    try:
+        encoder = load_model(model, device)
+    except (ModelError, ValueError) as e:
+        fail(str(e))
+    config = PipelineConfig(window_hop=window_hop, batch_size=batch_size)
+    with progress_bar(quiet) as bar:
+        task = bar.add_task("embed", total=len(files), info="")
+        try:
+            result = collect_embeddings(files, encoder, level.value, config,
+                                        lambda path: bar.update(task, advance=1, info=path.name))
+        except (AudioError, ValueError) as e:
+            fail(str(e))
+    try:
+        save_embeddings(result, out)
+    except OSError as e:
+        fail(f"{out}: cannot write ({e.strerror})")
+    if not quiet:
+        console.print(f"wrote {len(result['embeddings'])} x {result['embeddings'].shape[1]} embeddings to {out}")
+
+
+@app.command()
+def evaluate(
+    ref: Annotated[Path, typer.Argument(help="Reference RTTM file or folder.")],
+    hyp: Annotated[Path, typer.Argument(help="Hypothesis RTTM file or folder.")],
+    collar: Annotated[float, typer.Option(min=0.0, help="Seconds forgiven on EACH side of every reference "
+                                                        "boundary (pyannote's collar is twice this).")] = 0.0,
+    skip_overlap: Annotated[bool, typer.Option(help="Do not score overlapped speech.")] = False,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the rows as JSON.")] = None,
+) -> None:
+    """Score diarization: DER (missed, false alarm, confusion) and JER per file and in total.
+
+    Example: diarize evaluate refs/ hyps/ --collar 0.25
+    """
+    import json
+
+    from rich.table import Table
+
+    from .evaluate import load_rttms, score
+    from .writers import atomic_write
+
+    try:
+        rows = score(load_rttms(ref), load_rttms(hyp), collar=2 * collar, skip_overlap=skip_overlap)
+    except (OSError, ValueError) as e:
+        fail(str(e))
+    table = Table(title=f"collar {collar:g} s each side, overlap {'skipped' if skip_overlap else 'scored'}")
+    for col in ("file", "DER %", "missed %", "false alarm %", "confusion %", "JER %", "speakers ref/hyp"):
+        table.add_column(col, justify="right" if col != "file" else "left")
+    for r in rows:
+        table.add_row(r["file"], *(f"{100 * r[k]:.2f}" for k in ("der", "missed", "false_alarm", "confusion", "jer")),
+                      f"{r['ref_speakers']}/{r['hyp_speakers']}")
+    Console().print(table)
+    if json_out:
+        with atomic_write(json_out) as f:
+            json.dump([{k: (float(v) if not isinstance(v, str) else v) for k, v in r.items()} for r in rows], f,
+                      indent=1)
+
+
+@app.command()
+def info(model: ModelOpt = None) -> None:
+    """Show a model: its file, architecture and the figures measured when it was trained.
+
+    Example: diarize info
+    """
+    from .model import ModelError, available_models, load_model
+
+    try:
+        encoder = load_model(model, "cpu")
+    except (ModelError, ValueError) as e:
+        fail(str(e))
+    out = Console()
+    out.print(f"[bold]model[/] {encoder.source} ({encoder.source.stat().st_size / 1e6:.1f} MB, "
+              f"{sum(p.numel() for p in encoder.parameters()):,} parameters)")
+    out.print(f"[bold]available[/] {', '.join(available_models()) or '-'}")
+    for k, v in vars(encoder.config).items():
+        out.print(f"  {k}: {v}")
+    for k, v in encoder.metrics.items():
+        out.print(f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}")
+
+
 def main() -> None:
     app()

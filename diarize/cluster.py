@@ -1,0 +1,78 @@
+"""Clustering segment embeddings into speakers: HDBSCAN with an automatic count, or agglomerative (AHC)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def cluster_embeddings(x: np.ndarray, method: str = "hdbscan", num_speakers: int | None = None,
+                       min_speakers: int = 1, max_speakers: int | None = None, threshold: float = 0.5,
+                       min_cluster_size: int = 3, seed: int = 0) -> np.ndarray:
+    """Speaker label (0..k-1) of each L2-normalised embedding; no point is left unlabelled.
+
+    `num_speakers` gives exactly that many (AHC, capped at the number of segments); otherwise `method`
+    estimates the count: "hdbscan" (density clusters; its noise and clusters under `min_cluster_size`
+    segments join the nearest speaker) or "ahc" (average linkage cut at cosine distance `threshold`).
+    An estimate outside [min_speakers, max_speakers] is redone by AHC with the count clamped.
+    """
+    n = len(x)
+    if max_speakers is not None and min_speakers > max_speakers:
+        raise ValueError(f"--min-speakers {min_speakers} is above --max-speakers {max_speakers}")
+    if n <= 1:
+        return np.zeros(n, dtype=int)
+    if num_speakers is not None:
+        return _ahc(x, n_clusters=min(num_speakers, n))
+    if method == "hdbscan":
+        labels = _hdbscan(x, min_cluster_size, seed)
+    elif method == "ahc":
+        labels = _ahc(x, threshold=threshold)
+    else:
+        raise ValueError(f"unknown clustering method {method!r}; use hdbscan or ahc")
+    k = len(set(labels))
+    lo, hi = min(min_speakers, n), min(max_speakers or n, n)
+    if not lo <= k <= hi:
+        labels = _ahc(x, n_clusters=min(max(k, lo), hi))
+    return labels
+
+
+def _ahc(x: np.ndarray, n_clusters: int | None = None, threshold: float | None = None) -> np.ndarray:
+    from sklearn.cluster import AgglomerativeClustering
+
+    if n_clusters == 1:
+        return np.zeros(len(x), dtype=int)
+    ahc = AgglomerativeClustering(n_clusters=n_clusters, metric="cosine", linkage="average",
+                                  distance_threshold=None if n_clusters else threshold)
+    return _relabel(ahc.fit_predict(x))
+
+
+def _hdbscan(x: np.ndarray, min_cluster_size: int, seed: int) -> np.ndarray:
+    import hdbscan
+
+    n = len(x)
+    # density estimates are poor in 256 dimensions: project on the leading principal axes first
+    centred = x - x.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    reduced = centred @ vt[: min(16, n - 1, vt.shape[0])].T
+    size = max(2, min(min_cluster_size, n // 2))
+    labels = hdbscan.HDBSCAN(min_cluster_size=size, min_samples=1, cluster_selection_method="eom",
+                             allow_single_cluster=True).fit_predict(reduced)
+    if (labels < 0).all():
+        return np.zeros(n, dtype=int)
+    return assign_to_nearest(x, labels, min_size=size)
+
+
+def assign_to_nearest(x: np.ndarray, labels: np.ndarray, min_size: int = 1) -> np.ndarray:
+    """Give noise points (-1) and members of clusters under `min_size` the nearest kept centroid."""
+    kept = [c for c in np.unique(labels) if c >= 0 and (labels == c).sum() >= min_size]
+    if not kept:
+        kept = [c for c in np.unique(labels) if c >= 0]
+    centroids = np.stack([x[labels == c].mean(axis=0) for c in kept])
+    centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    nearest = np.asarray(kept)[np.argmax(x @ centroids.T, axis=1)]
+    return _relabel(np.where(np.isin(labels, kept), labels, nearest))
+
+
+def _relabel(labels: np.ndarray) -> np.ndarray:
+    """Number speakers 0..k-1 in order of first appearance."""
+    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
+    order = np.argsort(np.argsort(first))
+    return order[inverse]

@@ -1,0 +1,66 @@
+"""Scoring against reference RTTMs: diarization and Jaccard error rates with pyannote.metrics."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .writers import Turn, read_rttm, to_annotation
+
+
+def load_rttms(path: str | Path) -> dict[str, list[Turn]]:
+    """Turns by file id from one RTTM file or from every *.rttm file of a folder (merged by file id)."""
+    path = Path(path)
+    files = sorted(path.glob("*.rttm")) if path.is_dir() else [path]
+    if not files:
+        raise ValueError(f"{path}: no .rttm files in this folder")
+    out: dict[str, list[Turn]] = {}
+    for f in files:
+        for file_id, turns in read_rttm(f).items():
+            out.setdefault(file_id, []).extend(turns)
+    return out
+
+
+def _rate(seconds: float, total: float) -> float:
+    # pyannote's convention when there is no reference speech: 0 without errors, 1 with any
+    return seconds / total if total else float(seconds > 0)
+
+
+def _row(file: str, der: float, jer: float, c: dict, ref_speakers: int, hyp_speakers: int) -> dict:
+    total = c["total"]
+    return {"file": file, "der": der, "missed": _rate(c["missed detection"], total),
+            "false_alarm": _rate(c["false alarm"], total), "confusion": _rate(c["confusion"], total),
+            "total": total, "jer": jer, "ref_speakers": ref_speakers, "hyp_speakers": hyp_speakers}
+
+
+def score(reference: dict[str, list[Turn]], hypothesis: dict[str, list[Turn]], collar: float = 0.0,
+          skip_overlap: bool = False) -> list[dict]:
+    """DER, its parts and JER for every file id of `reference`, then a "TOTAL" row.
+
+    Speaker labels are matched by the optimal (Hungarian) mapping, so names need not agree. A file
+    missing from `hypothesis` is scored as all missed; hypothesis files absent from the reference are
+    ignored. `collar` is pyannote's TOTAL collar in seconds: collar=0.5 ignores 0.25 s on each side of
+    every reference boundary. `skip_overlap` leaves out regions where reference speakers overlap.
+
+    Each row: file, der, missed, false_alarm, confusion (fractions of the scored reference speech),
+    total (scored reference speech, seconds, after collar and overlap removal), jer, ref_speakers,
+    hyp_speakers. TOTAL pools the error seconds over files (pyannote's abs(metric)); its jer is the mean
+    over all reference speakers and its speaker counts are summed over files.
+    """
+    from pyannote.core import Timeline
+    from pyannote.metrics.diarization import DiarizationErrorRate, JaccardErrorRate
+
+    der_metric = DiarizationErrorRate(collar=collar, skip_overlap=skip_overlap)
+    jer_metric = JaccardErrorRate(collar=collar, skip_overlap=skip_overlap)
+    rows, n_ref, n_hyp = [], 0, 0
+    for file_id in sorted(reference):
+        ref = to_annotation(reference[file_id], file_id)
+        hyp = to_annotation(hypothesis.get(file_id, []), file_id)
+        # the region pyannote would guess itself (both extents), given explicitly to silence its warning
+        extent = ref.get_timeline().extent() | hyp.get_timeline().extent()
+        uem = Timeline([extent] if extent else [], uri=file_id)
+        c = der_metric(ref, hyp, uem=uem, detailed=True)
+        jer = jer_metric(ref, hyp, uem=uem)
+        speakers = len(ref.labels()), len(hyp.labels())
+        n_ref, n_hyp = n_ref + speakers[0], n_hyp + speakers[1]
+        rows.append(_row(file_id, c["diarization error rate"], jer, c, *speakers))
+    rows.append(_row("TOTAL", abs(der_metric), abs(jer_metric), der_metric.accumulated_, n_ref, n_hyp))
+    return rows

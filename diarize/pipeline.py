@@ -1,0 +1,295 @@
+"""Inference: stream a recording through features and the encoder, find speech, cluster segments into
+speakers, relabel windows by speaker centroid and merge them into turns."""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from scipy.ndimage import median_filter
+
+from .audio import audio_duration, load_audio_header, stream_audio, stream_log_mel
+from .cluster import cluster_embeddings
+from .hparams import FRAME_SECONDS, WINDOW_FRAMES
+from .model import SpeakerEncoder, load_model
+from .vad import SileroSpeech, energy_speech, frame_energy_db
+from .writers import Turn, merge_turns
+
+Hook = Callable[..., None]
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    window_hop: float = 0.2  # seconds between the starts of successive 0.4 s windows
+    segment_seconds: float = 1.2  # speech is cut into segments this long; each is one point to cluster
+    vad: str = "energy"  # speech detector: "energy" (log-mel power) or "silero"
+    vad_threshold: float = 0.5  # energy: fraction of the way from noise floor to speech level; silero: probability
+    min_speech: float = 0.2  # seconds: shorter bursts are not speech
+    min_silence: float = 0.3  # seconds: shorter pauses are bridged
+    cluster: str = "hdbscan"  # "hdbscan" or "ahc" when the speaker count is estimated
+    ahc_threshold: float = 0.5  # cosine distance at which "ahc" stops merging
+    min_cluster_size: int = 3  # segments; smaller HDBSCAN clusters join the nearest speaker
+    smooth_windows: int = 5  # median filter over window labels after relabelling
+    min_turn: float = 0.3  # seconds: shorter turns are absorbed by their neighbours
+    batch_size: int = 256  # windows per forward pass
+    chunk_seconds: float = 60.0  # audio decoded and featurised this much at a time
+
+
+@dataclass
+class Windows:
+    """Embeddings of every window of a recording, with what speech detection needs."""
+    embeddings: np.ndarray  # (N, D) float32, L2-normalised
+    start: np.ndarray  # (N,) seconds
+    energy_db: np.ndarray  # (frames,) dB re full scale
+    n_frames: int
+    silero: SileroSpeech | None = None
+
+    @property
+    def end(self) -> np.ndarray:
+        return self.start + WINDOW_FRAMES * FRAME_SECONDS
+
+
+@dataclass
+class Diarization:
+    """Result of `diarize`: speaker turns, and the embeddings they came from."""
+    file_id: str
+    duration: float  # seconds
+    turns: list[Turn]
+    speakers: list[str]
+    speaker_embeddings: np.ndarray  # (speakers, D) L2-normalised centroids, in `speakers` order
+    segments: dict[str, np.ndarray]  # start, end, embeddings, labels of the clustered segments
+    speech: np.ndarray  # (frames,) bool speech mask at 10 ms
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    warnings: list[str] = field(default_factory=list)
+
+    def serialize(self) -> list[dict]:
+        """pyannote-style records: seconds rounded to milliseconds."""
+        return [{"start": round(t.start, 3), "end": round(t.end, 3), "speaker": t.speaker} for t in self.turns]
+
+
+class StageTimer(defaultdict):
+    def __init__(self):
+        super().__init__(float)
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        yield
+        self[stage] += time.perf_counter() - t0
+
+
+def _timed(items, timer: StageTimer, stage: str):
+    it = iter(items)
+    while True:
+        with timer(stage):
+            item = next(it, None)
+        if item is None:
+            return
+        yield item
+
+
+@torch.inference_mode()
+def embed_windows(path: str | Path, encoder: SpeakerEncoder, config: PipelineConfig = PipelineConfig(),
+                  hook: Hook | None = None, timer: StageTimer | None = None) -> Windows:
+    """One pass over the file: decode, log-mel, and embed every window (hop `config.window_hop`), in chunks."""
+    timer = timer if timer is not None else StageTimer()
+    path = Path(path)
+    duration = audio_duration(path)
+    device = next(encoder.parameters()).device
+    hop = max(1, int(round(config.window_hop / FRAME_SECONDS)))
+    silero = SileroSpeech() if config.vad == "silero" else None
+
+    def audio_chunks():
+        for chunk in _timed(stream_audio(path, config.chunk_seconds), timer, "decode"):
+            if silero is not None:
+                with timer("speech detection"):
+                    silero(chunk)
+            yield chunk
+
+    embeddings, starts, energies = [], [], []
+    pending = torch.zeros(0, encoder.config.n_mels)  # frames not yet covered by a full window
+    offset = 0  # frame index of pending[0]
+    recent = pending  # the last WINDOW_FRAMES frames seen, for the tail window
+    for frames in _timed(stream_log_mel(audio_chunks()), timer, "features"):
+        with timer("speech detection"):
+            energies.append(frame_energy_db(frames))
+        pending = torch.cat([pending, frames])
+        recent = torch.cat([recent, frames])[-WINDOW_FRAMES:]
+        n = (len(pending) - WINDOW_FRAMES) // hop + 1
+        if n > 0:
+            with timer("embeddings"):
+                embeddings.append(_embed(encoder, pending.unfold(0, WINDOW_FRAMES, hop)[:n], config.batch_size, device))
+            starts.append(offset + hop * np.arange(n))
+            pending, offset = pending[n * hop:], offset + n * hop
+        if hook:
+            hook("embed", completed=min(duration, (offset + len(pending)) * FRAME_SECONDS), total=duration)
+    n_frames = offset + len(pending)
+    if n_frames and (not starts or starts[-1][-1] + WINDOW_FRAMES < n_frames):
+        # the tail after the last full window (or a recording under one window): one last window, padded
+        with timer("embeddings"):
+            embeddings.append(_embed(encoder, _last_window(recent)[None].transpose(1, 2), config.batch_size, device))
+        starts.append(np.array([max(0, n_frames - WINDOW_FRAMES)]))
+    dim = encoder.config.embedding_dim
+    return Windows(np.concatenate(embeddings) if embeddings else np.zeros((0, dim), np.float32),
+                   np.concatenate(starts) * FRAME_SECONDS if starts else np.zeros(0),
+                   np.concatenate(energies) if energies else np.zeros(0), n_frames, silero)
+
+
+def _last_window(recent: torch.Tensor) -> torch.Tensor:
+    """The recording's last WINDOW_FRAMES frames, edge-padded when it is shorter than a window."""
+    if len(recent) < WINDOW_FRAMES:
+        recent = torch.cat([recent, recent[-1:].expand(WINDOW_FRAMES - len(recent), -1)])
+    return recent
+
+
+def _embed(encoder: SpeakerEncoder, windows: torch.Tensor, batch_size: int, device: torch.device) -> np.ndarray:
+    """(n, mel, time) unfolded windows -> (n, D) embeddings."""
+    windows = windows.transpose(1, 2)  # unfold puts time last: back to (n, time, mel)
+    out = [encoder.embed(windows[i: i + batch_size].to(device)).float().cpu()
+           for i in range(0, len(windows), batch_size)]
+    return torch.cat(out).numpy()
+
+
+def speech_mask(windows: Windows, config: PipelineConfig) -> np.ndarray:
+    """(frames,) bool: where someone speaks."""
+    if windows.silero is not None:
+        return windows.silero.speech(windows.n_frames, config.vad_threshold, config.min_speech, config.min_silence)
+    if config.vad != "energy":
+        raise ValueError(f"unknown speech detector {config.vad!r}; use energy or silero")
+    return energy_speech(windows.energy_db, config.vad_threshold, config.min_speech, config.min_silence)
+
+
+def regions(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) frame runs where mask is true."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    return list(zip(edges[::2], edges[1::2]))
+
+
+def speech_windows(windows: Windows, speech: np.ndarray, hop_frames: int) -> np.ndarray:
+    """Indices of windows whose central hop-long stretch holds speech."""
+    first = np.round(windows.start / FRAME_SECONDS).astype(int)
+    centre = first + WINDOW_FRAMES // 2
+    lo, hi = np.clip(centre - hop_frames // 2, 0, len(speech)), np.clip(centre + (hop_frames + 1) // 2, 0, len(speech))
+    counts = np.concatenate([[0], np.cumsum(speech)])
+    return np.flatnonzero(counts[np.maximum(hi, lo + 1).clip(max=len(speech))] - counts[lo] > 0)
+
+
+def segment_embeddings(windows: Windows, idx: np.ndarray, speech: np.ndarray, seconds: float
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cut each speech region into segments of about `seconds`; a segment's embedding is the normalised
+    mean of the windows centred in it. Returns (segment of each window in idx, starts, embeddings)."""
+    centres = windows.start[idx] + WINDOW_FRAMES * FRAME_SECONDS / 2
+    seg_of = np.full(len(idx), -1)
+    starts, k = [], 0
+    for a, b in regions(speech):
+        a_s, b_s = a * FRAME_SECONDS, b * FRAME_SECONDS
+        n_seg = max(1, int(round((b_s - a_s) / seconds)))
+        inside = np.flatnonzero((centres >= a_s - 0.2) & (centres < b_s + 0.2) & (seg_of < 0))
+        if not len(inside):
+            continue
+        part = np.minimum(((centres[inside] - a_s) / (b_s - a_s) * n_seg).astype(int).clip(0), n_seg - 1)
+        for p in np.unique(part):
+            seg_of[inside[part == p]] = k
+            starts.append(a_s + p * (b_s - a_s) / n_seg)
+            k += 1
+    orphan = seg_of < 0  # windows centred outside every region: join the nearest segment in time
+    if orphan.any() and k:
+        seg_centres = np.array([centres[seg_of == s].mean() for s in range(k)])
+        seg_of[orphan] = np.abs(centres[orphan, None] - seg_centres[None]).argmin(axis=1)
+    emb = windows.embeddings[idx]
+    sums = np.zeros((k, emb.shape[1]), np.float32)
+    np.add.at(sums, seg_of, emb)
+    sums /= np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    return seg_of, np.array(starts), sums
+
+
+def windows_to_turns(centres: np.ndarray, labels: np.ndarray, speech: np.ndarray, names: list[str],
+                     min_turn: float) -> list[Turn]:
+    """Each speech frame takes the label of the nearest window centre; runs become turns, and turns
+    shorter than `min_turn` take their longer neighbour's speaker."""
+    frames = np.flatnonzero(speech)
+    if not len(frames) or not len(centres):
+        return []
+    t = (frames + 0.5) * FRAME_SECONDS
+    pos = np.clip(np.searchsorted(centres, t), 1, len(centres) - 1) if len(centres) > 1 else np.zeros(len(t), int)
+    if len(centres) > 1:
+        pos = np.where(np.abs(centres[pos - 1] - t) <= np.abs(centres[pos] - t), pos - 1, pos)
+    frame_label = np.full(len(speech), -1)
+    frame_label[frames] = labels[pos]
+    runs = []  # [start_frame, end_frame, label]
+    for a, b in regions(speech):
+        lab = frame_label[a:b]
+        cuts = np.flatnonzero(np.diff(lab)) + 1
+        for s, e in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [b - a]])):
+            runs.append([a + s, a + e, lab[s]])
+    short = max(1, int(round(min_turn / FRAME_SECONDS)))
+    for i, (a, b, _) in sorted(enumerate(runs), key=lambda r: r[1][1] - r[1][0]):
+        if b - a >= short:
+            break
+        prev = runs[i - 1] if i > 0 and runs[i - 1][1] == a else None
+        nxt = runs[i + 1] if i + 1 < len(runs) and runs[i + 1][0] == b else None
+        pick = max((r for r in (prev, nxt) if r), key=lambda r: r[1] - r[0], default=None)
+        if pick is not None:
+            runs[i][2] = pick[2]
+    turns = [Turn(a * FRAME_SECONDS, b * FRAME_SECONDS, names[lab]) for a, b, lab in runs]
+    return merge_turns(turns)
+
+
+def diarize(path: str | Path, model: SpeakerEncoder | str | Path | None = None, *,
+            num_speakers: int | None = None, min_speakers: int = 1, max_speakers: int | None = None,
+            config: PipelineConfig = PipelineConfig(), device: str | None = "auto", seed: int = 0,
+            hook: Hook | None = None) -> Diarization:
+    """Who spoke when in one recording.
+
+    model: an encoder, a registry name or a path (default: the bundled model).
+    num_speakers: exactly this many speakers; otherwise estimated within [min_speakers, max_speakers].
+    hook: called as hook("embed", completed=seconds, total=seconds) while the file streams past.
+    """
+    path = Path(path)
+    if max_speakers is not None and min_speakers > max_speakers:
+        raise ValueError(f"--min-speakers {min_speakers} is above --max-speakers {max_speakers}")
+    load_audio_header(path)
+    encoder = model if isinstance(model, SpeakerEncoder) else load_model(model, device)
+    timer = StageTimer()
+    windows = embed_windows(path, encoder, config, hook, timer)
+    hop = max(1, int(round(config.window_hop / FRAME_SECONDS)))
+    warnings = []
+    with timer("speech detection"):
+        speech = speech_mask(windows, config)
+        idx = speech_windows(windows, speech, hop)
+    dim = windows.embeddings.shape[1]
+    empty = {"start": np.zeros(0), "end": np.zeros(0), "embeddings": np.zeros((0, dim), np.float32),
+             "labels": np.zeros(0, int)}
+    duration = windows.n_frames * FRAME_SECONDS
+    if not len(idx):
+        warnings.append(f"{path}: no speech found")
+        return Diarization(path.stem, duration, [], [], np.zeros((0, dim), np.float32), empty, speech,
+                           dict(timer), warnings)
+    with timer("clustering"):
+        seg_of, seg_start, seg_emb = segment_embeddings(windows, idx, speech, config.segment_seconds)
+        if num_speakers is not None and num_speakers > len(seg_emb):
+            warnings.append(f"{path}: --num-speakers {num_speakers} but only {len(seg_emb)} speech segments; "
+                            f"found {len(seg_emb)} speakers at most")
+        labels = cluster_embeddings(seg_emb, config.cluster, num_speakers, min_speakers, max_speakers,
+                                    config.ahc_threshold, config.min_cluster_size, seed)
+        centroids = np.stack([seg_emb[labels == k].mean(axis=0) for k in range(labels.max() + 1)])
+        centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+        # resegmentation: every speech window goes to its nearest speaker, then a median filter smooths
+        win_labels = np.argmax(windows.embeddings[idx] @ centroids.T, axis=1)
+        if config.smooth_windows > 1 and centroids.shape[0] > 1:
+            win_labels = median_filter(win_labels, size=config.smooth_windows, mode="nearest")
+        names = [f"SPEAKER_{k:02d}" for k in range(len(centroids))]
+        centres = windows.start[idx] + WINDOW_FRAMES * FRAME_SECONDS / 2
+        turns = windows_to_turns(centres, win_labels, speech, names, config.min_turn)
+    used = sorted({t.speaker for t in turns})
+    keep = [names.index(s) for s in used]
+    seg_end = np.array([a for a in seg_start[1:]] + [duration])
+    segments = {"start": seg_start, "end": np.minimum(seg_end, duration), "embeddings": seg_emb,
+                "labels": labels}
+    return Diarization(path.stem, duration, turns, used, centroids[keep].astype(np.float32), segments, speech,
+                       dict(timer), warnings)

@@ -1,0 +1,50 @@
+"""Diarizing many files: in this process, or in a pool of worker processes, one file per task."""
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+from typing import Iterator
+
+from .audio import AudioError
+from .model import ModelError, load_model
+from .pipeline import Diarization, diarize
+
+_worker_model = None
+
+
+def _init_worker(model: str | None, device: str, threads: int) -> None:
+    import torch
+
+    global _worker_model
+    torch.set_num_threads(threads)
+    _worker_model = load_model(model, device)
+
+
+def _run(path: Path, options: dict) -> tuple[Path, Diarization | str]:
+    """A file's result, or the one-line reason it failed: a bad file never stops the batch."""
+    try:
+        return path, diarize(path, _worker_model, **options)
+    except (AudioError, ModelError, ValueError, OSError) as e:
+        return path, str(e) if str(path) in str(e) else f"{path}: {e}"
+
+
+def _run_star(args):
+    return _run(*args)
+
+
+def diarize_files(files: list[Path], model: str | None, device: str, options: dict,
+                  workers: int = 1) -> Iterator[tuple[Path, Diarization | str]]:
+    """Yield (path, result or error message) for each file, in input order. The model is loaded once
+    per process; with workers > 1 each process gets an equal share of the CPU threads."""
+    global _worker_model
+    if workers <= 1 or len(files) <= 1:
+        _worker_model = load_model(model, device)
+        for path in files:
+            yield _run(path, options)
+        return
+    import os
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(min(workers, len(files)), _init_worker, (model, device, threads)) as pool:
+        yield from pool.imap(_run_star, [(p, options) for p in files])

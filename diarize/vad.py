@@ -1,0 +1,71 @@
+"""Speech detection on 10 ms frames: an energy detector on the log-mels (default) or silero-vad."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.ndimage import binary_closing, binary_opening, uniform_filter1d
+
+from .hparams import FRAME_SECONDS, HOP_LENGTH, SAMPLE_RATE
+
+ABSOLUTE_FLOOR_DB = -70.0  # frames quieter than this (re a full-scale sine) are never speech
+SILERO_CHUNK = 512  # samples silero-vad scores at a time at 16 kHz (32 ms)
+
+
+def frame_energy_db(frames: torch.Tensor) -> np.ndarray:
+    """Total power of each log-mel frame in dB re a full-scale sine (so thresholds have units)."""
+    return (10 / np.log(10)) * (torch.logsumexp(frames, dim=1).numpy() - _FULL_SCALE_LOG_POWER)
+
+
+def energy_speech(energy_db: np.ndarray, threshold: float = 0.5, min_speech: float = 0.2,
+                  min_silence: float = 0.3) -> np.ndarray:
+    """Speech mask from frame energies: above `threshold` of the way from the noise floor (10th
+    percentile) to the loud speech level (99th), smoothed so that pauses under `min_silence` s are
+    bridged and bursts under `min_speech` s are dropped."""
+    if len(energy_db) == 0:
+        return np.zeros(0, dtype=bool)
+    smooth = uniform_filter1d(energy_db, size=5, mode="nearest")
+    floor, peak = np.percentile(smooth, 10), np.percentile(smooth, 99)
+    speech = (smooth > floor + threshold * (peak - floor)) & (smooth > ABSOLUTE_FLOOR_DB)
+    return smooth_mask(speech, min_speech, min_silence)
+
+
+def smooth_mask(speech: np.ndarray, min_speech: float, min_silence: float) -> np.ndarray:
+    gap = max(1, int(round(min_silence / FRAME_SECONDS)))
+    burst = max(1, int(round(min_speech / FRAME_SECONDS)))
+    padded = np.pad(speech, gap, constant_values=False)
+    speech = binary_closing(padded, structure=np.ones(gap))[gap:-gap]
+    return binary_opening(speech, structure=np.ones(burst))
+
+
+class SileroSpeech:
+    """silero-vad (the pip package ships its model) scored chunk by chunk as audio streams past."""
+
+    def __init__(self):
+        try:
+            from silero_vad import load_silero_vad
+        except ImportError:
+            raise ValueError("--vad silero needs the silero-vad package: pip install 'kl-diarize[vad]'") from None
+        self.model = load_silero_vad()
+        self.probs: list[np.ndarray] = []
+
+    def __call__(self, chunk: np.ndarray) -> None:
+        n = len(chunk) // SILERO_CHUNK * SILERO_CHUNK
+        if n:
+            with torch.inference_mode():
+                self.probs.append(self.model.audio_forward(torch.from_numpy(chunk[:n]), SAMPLE_RATE)[0].numpy())
+
+    def speech(self, n_frames: int, threshold: float = 0.5, min_speech: float = 0.2,
+               min_silence: float = 0.3) -> np.ndarray:
+        probs = np.concatenate(self.probs) if self.probs else np.zeros(1)
+        idx = np.minimum(np.arange(n_frames) * HOP_LENGTH // SILERO_CHUNK, len(probs) - 1)
+        return smooth_mask(probs[idx] > threshold, min_speech, min_silence)
+
+
+def _full_scale_log_power() -> float:
+    from .audio import log_mel
+
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    return float(torch.logsumexp(log_mel(np.sin(2 * np.pi * 1000 * t).astype(np.float32)), dim=1).median())
+
+
+_FULL_SCALE_LOG_POWER = _full_scale_log_power()

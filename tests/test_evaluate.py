@@ -1,0 +1,82 @@
+"""What scoring promises: pyannote's DER/JER, label-independent, per file and pooled."""
+import pytest
+
+from diarize.evaluate import load_rttms, score
+from diarize.writers import Turn, write_turns
+
+REF = {"meeting": [Turn(0, 10, "alice"), Turn(10, 20, "bob"), Turn(20, 30, "alice")],
+       "call": [Turn(0, 5, "carol"), Turn(5, 10, "dave")]}
+
+
+def by_file(rows):
+    return {row["file"]: row for row in rows}
+
+
+def test_identical_reference_and_hypothesis_score_zero():
+    rows = by_file(score(REF, REF))
+    for row in rows.values():
+        assert row["der"] == 0 and row["jer"] == 0
+        assert row["missed"] == row["false_alarm"] == row["confusion"] == 0
+    assert rows["meeting"]["ref_speakers"] == rows["meeting"]["hyp_speakers"] == 2
+    assert rows["TOTAL"]["total"] == pytest.approx(40.0)
+
+
+def test_one_row_per_reference_file_then_total():
+    rows = score(REF, {**REF, "extra": [Turn(0, 1, "x")]})
+    assert [row["file"] for row in rows] == ["call", "meeting", "TOTAL"]
+    assert set(rows[0]) == {"file", "der", "missed", "false_alarm", "confusion", "total", "jer",
+                            "ref_speakers", "hyp_speakers"}
+
+
+def test_speaker_names_do_not_matter_only_the_optimal_mapping():
+    swapped = {f: [Turn(t.start, t.end, {"alice": "bob", "bob": "alice"}.get(t.speaker, "spk_" + t.speaker))
+                   for t in turns] for f, turns in REF.items()}
+    assert by_file(score(REF, swapped))["TOTAL"]["der"] == 0
+
+
+def test_hypothesis_missing_half_the_speech_has_half_missed():
+    hyp = {"meeting": [Turn(0, 10, "a"), Turn(10, 15, "b")], "call": [Turn(0, 5, "c")]}
+    rows = by_file(score(REF, hyp))
+    assert rows["meeting"]["missed"] == pytest.approx(0.5)
+    assert rows["call"]["missed"] == pytest.approx(0.5)
+    assert rows["TOTAL"]["missed"] == pytest.approx(0.5)
+    assert rows["TOTAL"]["der"] == pytest.approx(0.5)
+    assert rows["TOTAL"]["false_alarm"] == rows["TOTAL"]["confusion"] == 0
+
+
+def test_a_file_missing_from_the_hypothesis_is_all_missed():
+    rows = by_file(score(REF, {"meeting": REF["meeting"]}))
+    assert rows["call"]["missed"] == 1.0 and rows["call"]["der"] == 1.0 and rows["call"]["hyp_speakers"] == 0
+    assert rows["TOTAL"]["der"] == pytest.approx(10 / 40)  # pooled over seconds, not averaged over files
+
+
+def test_collar_forgives_errors_at_reference_boundaries():
+    ref = {"f": [Turn(0, 10, "A"), Turn(10, 20, "B")]}
+    hyp = {"f": [Turn(0, 10.2, "x"), Turn(10.2, 20, "y")]}  # change point 0.2 s late
+    strict, lenient = score(ref, hyp)[0], score(ref, hyp, collar=0.5)[0]
+    assert strict["confusion"] == pytest.approx(0.2 / 20)
+    assert lenient["der"] == 0 < strict["der"]
+    # a total collar of 0.5 s is 0.25 s each side of every boundary: [0, .25], [9.75, 10.25], [19.75, 20]
+    assert lenient["total"] == pytest.approx(20 - 1.0)
+
+
+def test_skip_overlap_leaves_out_overlapped_reference_speech():
+    ref = {"f": [Turn(0, 10, "A"), Turn(8, 20, "B")]}
+    hyp = {"f": [Turn(0, 10, "x"), Turn(10, 20, "y")]}
+    assert score(ref, hyp)[0]["missed"] > 0
+    row = score(ref, hyp, skip_overlap=True)[0]
+    assert row["der"] == 0 and row["total"] == pytest.approx(18)
+
+
+def test_load_rttms_merges_a_folder_by_file_id(tmp_path):
+    write_turns(REF["meeting"][:2], tmp_path / "a.rttm", file_id="meeting")
+    write_turns(REF["meeting"][2:], tmp_path / "b.rttm", file_id="meeting")
+    write_turns(REF["call"], tmp_path / "call.rttm")
+    (tmp_path / "notes.txt").write_text("not an rttm")
+    assert load_rttms(tmp_path) == REF
+    assert load_rttms(tmp_path / "call.rttm") == {"call": REF["call"]}
+
+
+def test_load_rttms_refuses_a_folder_without_rttm_files(tmp_path):
+    with pytest.raises(ValueError, match="no .rttm files"):
+        load_rttms(tmp_path)
