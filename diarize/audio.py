@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -42,9 +43,21 @@ def to_mono_16k(wave: np.ndarray, file_sr: int, sr: int = SAMPLE_RATE) -> np.nda
 
 
 def audio_duration(path: str | Path) -> float:
-    """Length in seconds from the header, without decoding."""
-    info = sf.info(str(path))
+    """Length in seconds from the header, without decoding; AudioError if the file is not readable audio."""
+    info = load_audio_header(Path(path))
     return info.frames / info.samplerate
+
+
+def audio_warnings(path: str | Path) -> list[str]:
+    """What is odd about a readable file but does not stop it being decoded: a WAV whose data stops
+    before its header says (cut off while being written or copied) is decoded as far as it goes."""
+    info = load_audio_header(Path(path))
+    cut = re.search(r"^data : (\d+) \(should be (\d+)\)", info.extra_info, re.M)  # libsndfile's WAV log
+    if cut and 0 < int(cut.group(2)) < int(cut.group(1)):
+        promised, held = int(cut.group(1)), int(cut.group(2))
+        return [f"{path}: truncated: the header promises {info.duration * promised / held:.1f} s of audio, "
+                f"the file holds {info.duration:.1f} s; using what is there"]
+    return []
 
 
 @functools.lru_cache(maxsize=4)
@@ -101,16 +114,20 @@ def stream_audio(path: str | Path, chunk_seconds: float = 60.0) -> Iterator[np.n
 
 
 def load_audio_header(path: Path) -> sf._SoundFileInfo:
-    """Check a file is readable audio before decoding it; raises AudioError with the reason."""
+    """Check a file is readable audio holding at least one sample before decoding it; raises AudioError
+    with the reason."""
     if not path.exists():
         raise AudioError(f"{path}: no such file")
     if path.is_dir():
         raise AudioError(f"{path}: is a folder, not an audio file")
     try:
-        return sf.info(str(path))
+        info = sf.info(str(path))
     except Exception as e:
         reason = str(e).splitlines()[-1] if str(e) else type(e).__name__
         raise AudioError(f"{path}: not readable audio ({reason})") from None
+    if info.frames <= 0:
+        raise AudioError(f"{path}: no audio in this file (0 samples)")
+    return info
 
 
 def stream_log_mel(chunks: Iterable[np.ndarray]) -> Iterator[torch.Tensor]:

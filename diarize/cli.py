@@ -8,18 +8,28 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 app = typer.Typer(
     help="Who spoke when: offline speaker diarization with a siamese KL speaker encoder.\n\n"
          "Example: diarize cluster meeting.wav --out rttm",
     no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="rich")
-console = Console(stderr=True)
+console = Console(stderr=True, emoji=False)  # no emoji: ":x:" in a file name stays as it is
+
+
+def error(message: str) -> None:
+    """One `error:` line on stderr; the message (file names, library errors) is printed literally."""
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def warn(message: str) -> None:
+    console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def fail(message: str, code: int = 1) -> None:
     """One clear line on stderr and a non-zero exit; never a traceback."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    error(message)
     raise typer.Exit(code)
 
 
@@ -194,13 +204,49 @@ def output_targets(audio: Path, out: str, out_dir: Path) -> list[tuple[str, str]
     return [(out, fmt)]
 
 
+def plot_target(plot: Path, stem: str, several: bool) -> Path:
+    """The timeline PNG of one input: PLOT itself, or PLOT with "-<stem>" appended when there are several."""
+    return plot.with_name(f"{plot.stem}-{stem}{plot.suffix}") if several else plot
+
+
+def check_outputs(targets: dict[Path, list[str]], force: bool) -> None:
+    """Before any work: every input writes different files, none exists unless `force`, and each can be
+    written (missing folders are created when it is)."""
+    seen: dict[str, Path] = {}  # absolute output path -> the input writing it
+    for source, paths in targets.items():
+        for p in paths:
+            if p == "-":
+                continue
+            key = os.path.abspath(p)
+            if key in seen:
+                fail(f"{seen[key]} and {source} would both write {p}; give them separate runs or --out-dir "
+                     f"folders")
+            seen[key] = source
+            if Path(p).exists() and not force:
+                fail(f"{p} exists; use --force to overwrite")
+            check_writable(Path(p))
+
+
+def check_writable(path: Path) -> None:
+    """Fail naming `path` unless it could be written: its nearest existing folder must be a writable
+    folder (the missing ones below it are created when the file is written)."""
+    folder = path.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        fail(f"{path}: cannot write: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        fail(f"{path}: cannot write: no permission to write in {folder}")
+
+
 @app.command()
 def cluster(
     audio: Annotated[list[Path], typer.Argument(help="Audio files or folders of them.")],
     out: Annotated[str, typer.Option("--out", "-o", help="rttm, json, csv, srt or all (written as "
                                      "OUT_DIR/<stem>.<format>), a path whose suffix names the format, or - "
                                      "for RTTM on stdout.")] = "rttm",
-    out_dir: Annotated[Path, typer.Option(help="Folder for outputs named after each input.")] = Path("."),
+    out_dir: Annotated[Path, typer.Option(help="Folder for outputs named after each input (created when "
+                                                 "missing).")] = Path("."),
     num_speakers: Annotated[Optional[int], typer.Option(min=1, help="Exactly this many speakers.")] = None,
     min_speakers: Annotated[int, typer.Option(min=1, help="At least this many speakers.")] = 1,
     max_speakers: Annotated[Optional[int], typer.Option(min=1, help="At most this many speakers.")] = None,
@@ -221,6 +267,10 @@ def cluster(
 ) -> None:
     """Find who spoke when and write speaker turns.
 
+    Each output is written whole or not at all. A file that cannot be read is reported and the others
+    are still diarized; the exit status is then 1. A recording without speech gets a warning and an
+    empty output.
+
     Example: diarize cluster meeting.wav --out rttm --plot timeline.png
     """
     from .pipeline import PipelineConfig
@@ -231,17 +281,14 @@ def cluster(
     if len(files) > 1 and out not in ("-", "all") and Path(out).suffix:
         fail("--out names one file but several inputs were given: use a format and --out-dir")
     targets = {f: output_targets(f, out, out_dir) for f in files}
-    if not force:
-        existing = [p for ts in targets.values() for p, _ in ts if p != "-" and Path(p).exists()]
-        if existing:
-            fail(f"{existing[0]} exists; use --force to overwrite")
+    plots = {f: plot_target(plot, f.stem, len(files) > 1) for f in files} if plot else {}
+    check_outputs({f: [p for p, _ in targets[f]] + ([str(plots[f])] if plot else []) for f in files}, force)
     references = _load_references(ref) if ref else {}
     config = PipelineConfig(window_hop=window_hop, vad=vad.value, cluster=method.value, batch_size=batch_size)
     options = dict(num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers,
                    config=config, seed=seed)
-    from .runner import diarize_files
-
     from .model import ModelError
+    from .runner import diarize_files
 
     failures, rows = 0, []
     with progress_bar(quiet) as bar:
@@ -257,16 +304,14 @@ def cluster(
             bar.update(task, advance=1, info=path.name)
             if isinstance(result, str):
                 failures += 1
-                console.print(f"[bold red]error:[/] {result}", highlight=False, soft_wrap=True)
+                error(result)
                 continue
-            for w in result.warnings:
-                console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
-            try:
-                _write_outputs(result, targets[path], plot, len(files) > 1, references)
-            except OSError as e:
+            for w in _audio_warnings(path) + result.warnings:
+                warn(w)
+            problem = _write_outputs(result, targets[path], plots.get(path), references)
+            if problem:
                 failures += 1
-                console.print(f"[bold red]error:[/] {path}: cannot write output ({e.strerror}: "
-                              f"{e.filename})", highlight=False, soft_wrap=True)
+                error(f"{path}: {problem}")
                 continue
             rows.append((path, result))
     if not quiet and rows:
@@ -280,21 +325,39 @@ def _load_references(ref: Path) -> dict:
 
     try:
         return load_rttms(ref)
-    except (OSError, ValueError) as e:
-        fail(f"--ref: {e}")
+    except OSError as e:
+        fail(f"--ref {e.filename}: cannot read ({e.strerror})")
+    except ValueError as e:
+        fail(f"--ref {e}")
 
 
-def _write_outputs(result, targets, plot: Optional[Path], several: bool, references: dict) -> None:
+def _audio_warnings(path: Path) -> list[str]:
+    from .audio import AudioError, audio_warnings
+
+    try:
+        return audio_warnings(path)
+    except AudioError:  # it was read a moment ago; a file that changed since is not worth a failure
+        return []
+
+
+def _write_outputs(result, targets, plot: Optional[Path], references: dict) -> str | None:
+    """Write one result's turns (and timeline) to every target; None, or why a write failed (each file is
+    atomic: written whole or not at all)."""
     from .writers import write_turns
 
-    for path, fmt in targets:
-        write_turns(result.turns, path, fmt, result.file_id)
-    if plot:
-        from .plot import plot_timeline
+    path = None
+    try:
+        for path, fmt in targets:
+            write_turns(result.turns, path, fmt, result.file_id)
+        if plot:
+            from .plot import plot_timeline
 
-        target = plot.with_name(f"{plot.stem}-{result.file_id}{plot.suffix}") if several else plot
-        plot_timeline(result.turns, target, reference=references.get(result.file_id),
-                      title=result.file_id, duration=result.duration)
+            path = plot
+            plot_timeline(result.turns, plot, reference=references.get(result.file_id),
+                          title=result.file_id, duration=result.duration)
+    except (OSError, ValueError) as e:
+        return f"cannot write {path} ({getattr(e, 'strerror', None) or e})"
+    return None
 
 
 def _summary(rows, references: dict) -> None:
@@ -335,6 +398,10 @@ def embed(
 ) -> None:
     """Write speaker embeddings (L2-normalised) of windows, segments, speakers or whole files.
 
+    The .npz holds embeddings (N x D float32), start and end (seconds), paths and speakers (empty below
+    segment level), one row each; .json holds the same as {path, start, end, speaker, embedding}
+    records. Nothing is written unless every input is read.
+
     Example: diarize embed interview.wav --level speaker --out speakers.npz
     """
     from .audio import AudioError
@@ -347,22 +414,28 @@ def embed(
     if out.exists() and not force:
         fail(f"{out} exists; use --force to overwrite")
     files = audio_inputs(audio)
+    check_writable(out)
     try:
         encoder = load_model(model, device)
     except (ModelError, ValueError) as e:
         fail(str(e))
     config = PipelineConfig(window_hop=window_hop, batch_size=batch_size)
+
+    def done(path: Path) -> None:
+        bar.update(task, advance=1, info=path.name)
+        for w in _audio_warnings(path):
+            warn(w)
+
     with progress_bar(quiet) as bar:
         task = bar.add_task("embed", total=len(files), info="")
         try:
-            result = collect_embeddings(files, encoder, level.value, config,
-                                        lambda path: bar.update(task, advance=1, info=path.name))
+            result = collect_embeddings(files, encoder, level.value, config, done)
         except (AudioError, ValueError) as e:
             fail(str(e))
     try:
         save_embeddings(result, out)
-    except OSError as e:
-        fail(f"{out}: cannot write ({e.strerror})")
+    except (OSError, ValueError) as e:
+        fail(f"{out}: cannot write ({getattr(e, 'strerror', None) or e})")
     if not quiet:
         console.print(f"wrote {len(result['embeddings'])} x {result['embeddings'].shape[1]} embeddings to {out}")
 
@@ -387,9 +460,13 @@ def evaluate(
     from .evaluate import load_rttms, score
     from .writers import atomic_write
 
+    if json_out:
+        check_writable(json_out)
     try:
         rows = score(load_rttms(ref), load_rttms(hyp), collar=2 * collar, skip_overlap=skip_overlap)
-    except (OSError, ValueError) as e:
+    except OSError as e:
+        fail(f"{e.filename}: cannot read ({e.strerror})")
+    except ValueError as e:
         fail(str(e))
     table = Table(title=f"collar {collar:g} s each side, overlap {'skipped' if skip_overlap else 'scored'}")
     for col in ("file", "DER %", "missed %", "false alarm %", "confusion %", "JER %", "speakers ref/hyp"):
@@ -399,9 +476,12 @@ def evaluate(
                       f"{r['ref_speakers']}/{r['hyp_speakers']}")
     Console().print(table)
     if json_out:
-        with atomic_write(json_out) as f:
-            json.dump([{k: (float(v) if not isinstance(v, str) else v) for k, v in r.items()} for r in rows], f,
-                      indent=1)
+        try:
+            with atomic_write(json_out) as f:
+                json.dump([{k: (float(v) if not isinstance(v, str) else v) for k, v in r.items()} for r in rows],
+                          f, indent=1)
+        except OSError as e:
+            fail(f"{json_out}: cannot write ({e.strerror})")
 
 
 @app.command()
@@ -424,6 +504,58 @@ def info(model: ModelOpt = None) -> None:
         out.print(f"  {k}: {v}")
     for k, v in encoder.metrics.items():
         out.print(f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}")
+
+
+@app.command()
+def benchmark(
+    audio: Annotated[Optional[Path], typer.Argument(help="Recording to time (default: one of --minutes "
+                                                         "built from the example).")] = None,
+    minutes: Annotated[float, typer.Option(min=0.1, help="Length of the built recording.")] = 30.0,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    window_hop: Annotated[float, typer.Option(min=0.01, help="Seconds between window starts.")] = 0.2,
+    batch_size: BatchOpt = 256,
+    threads: Annotated[int, typer.Option(min=0, help="Torch CPU threads (0: torch's default).")] = 0,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON.")] = None,
+) -> None:
+    """Time each stage (decode, features, speech detection, embeddings, clustering, output) and report
+    seconds per hour of audio, times faster than real time and peak memory.
+
+    Example: diarize benchmark --minutes 30 --json bench.json
+    """
+    import json
+    import tempfile
+
+    import torch
+    from rich.table import Table
+
+    from .benchmark import make_recording, run_benchmark
+    from .model import ModelError
+    from .pipeline import PipelineConfig
+    from .writers import atomic_write
+
+    if threads:
+        torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        if audio is None:
+            console.print(f"building a {minutes:g}-minute recording from the example")
+            audio = make_recording(Path(tmp) / f"bench-{minutes:g}min.wav", minutes)
+        try:
+            r = run_benchmark(audio, model, device, PipelineConfig(window_hop=window_hop, batch_size=batch_size))
+        except (ModelError, ValueError) as e:
+            fail(str(e))
+    table = Table(title=f"{r['audio_seconds'] / 60:.1f} min of audio on {r['device']} ({r['threads']} threads)")
+    table.add_column("stage")
+    table.add_column("seconds", justify="right")
+    table.add_column("s per hour of audio", justify="right")
+    for stage, sec in r["stages"].items():
+        table.add_row(stage, f"{sec:.2f}", f"{3600 * sec / r['audio_seconds']:.1f}")
+    table.add_row("[bold]total", f"[bold]{r['wall_seconds']:.2f}", f"[bold]{r['seconds_per_hour']:.1f}")
+    Console().print(table)
+    Console().print(f"{r['x_real_time']:.0f}x real time (RTF {r['rtf']:.4f}), peak RSS {r['peak_rss_mb']:.0f} MB")
+    if json_out:
+        with atomic_write(json_out) as f:
+            json.dump(r, f, indent=1)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from typing import Callable
 
 import numpy as np
 
+from .audio import audio_duration
 from .model import SpeakerEncoder
 from .pipeline import PipelineConfig, diarize, embed_windows, speech_mask, speech_windows
 from .writers import atomic_write
@@ -16,15 +17,17 @@ from .writers import atomic_write
 def collect_embeddings(files: list[Path], encoder: SpeakerEncoder, level: str = "window",
                        config: PipelineConfig = PipelineConfig(),
                        on_file: Callable[[Path], None] | None = None) -> dict[str, np.ndarray]:
-    """Rows of embeddings (N x D float32, L2-normalised) with start/end seconds, source path and, for
-    segments and speakers, the speaker label. `file` gives one row per input, in input order: the mean
-    of its speech windows (all windows when no speech is found)."""
+    """Rows of embeddings (N x D float32, L2-normalised) with start/end seconds (ends never past the end
+    of the audio), source path and, for segments and speakers, the speaker label. `file` gives one row
+    per input, in input order: the mean of its speech windows (all windows when no speech is found).
+    An unreadable input raises AudioError naming it."""
     rows: dict[str, list] = {"embeddings": [], "start": [], "end": [], "paths": [], "speakers": []}
 
     def add(emb, start, end, path, speakers=None):
         rows["embeddings"].append(np.asarray(emb, np.float32).reshape(-1, encoder.config.embedding_dim))
         rows["start"].append(np.atleast_1d(start))
-        rows["end"].append(np.atleast_1d(end))
+        # features count one 10 ms frame past the last sample (centred STFT): stop at the real end
+        rows["end"].append(np.minimum(np.atleast_1d(end), audio_duration(path)))
         rows["paths"] += [str(path)] * len(rows["start"][-1])
         rows["speakers"] += list(speakers) if speakers is not None else [""] * len(rows["start"][-1])
 

@@ -257,6 +257,15 @@ def diarize(path: str | Path, model: SpeakerEncoder | str | Path | None = None, 
     encoder = model if isinstance(model, SpeakerEncoder) else load_model(model, device)
     timer = StageTimer()
     windows = embed_windows(path, encoder, config, hook, timer)
+    return diarize_windows(windows, path.stem, num_speakers=num_speakers, min_speakers=min_speakers,
+                           max_speakers=max_speakers, config=config, seed=seed, timer=timer)
+
+
+def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None = None, min_speakers: int = 1,
+                    max_speakers: int | None = None, config: PipelineConfig = PipelineConfig(), seed: int = 0,
+                    timer: StageTimer | None = None) -> Diarization:
+    """The steps after embedding: speech detection, segments, clustering, resegmentation, turns."""
+    timer = timer if timer is not None else StageTimer()
     hop = max(1, int(round(config.window_hop / FRAME_SECONDS)))
     warnings = []
     with timer("speech detection"):
@@ -267,13 +276,13 @@ def diarize(path: str | Path, model: SpeakerEncoder | str | Path | None = None, 
              "labels": np.zeros(0, int)}
     duration = windows.n_frames * FRAME_SECONDS
     if not len(idx):
-        warnings.append(f"{path}: no speech found")
-        return Diarization(path.stem, duration, [], [], np.zeros((0, dim), np.float32), empty, speech,
+        warnings.append(f"{file_id}: no speech found")
+        return Diarization(file_id, duration, [], [], np.zeros((0, dim), np.float32), empty, speech,
                            dict(timer), warnings)
     with timer("clustering"):
         seg_of, seg_start, seg_emb = segment_embeddings(windows, idx, speech, config.segment_seconds)
         if num_speakers is not None and num_speakers > len(seg_emb):
-            warnings.append(f"{path}: --num-speakers {num_speakers} but only {len(seg_emb)} speech segments; "
+            warnings.append(f"{file_id}: --num-speakers {num_speakers} but only {len(seg_emb)} speech segments; "
                             f"found {len(seg_emb)} speakers at most")
         labels = cluster_embeddings(seg_emb, config.cluster, num_speakers, min_speakers, max_speakers,
                                     config.ahc_threshold, config.min_cluster_size, seed)
@@ -291,5 +300,5 @@ def diarize(path: str | Path, model: SpeakerEncoder | str | Path | None = None, 
     seg_end = np.array([a for a in seg_start[1:]] + [duration])
     segments = {"start": seg_start, "end": np.minimum(seg_end, duration), "embeddings": seg_emb,
                 "labels": labels}
-    return Diarization(path.stem, duration, turns, used, centroids[keep].astype(np.float32), segments, speech,
+    return Diarization(file_id, duration, turns, used, centroids[keep].astype(np.float32), segments, speech,
                        dict(timer), warnings)

@@ -26,6 +26,9 @@ def _run(path: Path, options: dict) -> tuple[Path, Diarization | str]:
         return path, diarize(path, _worker_model, **options)
     except (AudioError, ModelError, ValueError, OSError) as e:
         return path, str(e) if str(path) in str(e) else f"{path}: {e}"
+    except Exception as e:  # a failure nobody foresaw still names the file and lets the batch go on
+        reason = (str(e).strip().splitlines() or [""])[0][:200]
+        return path, f"{path}: unexpected {type(e).__name__}: {reason}"
 
 
 def _run_star(args):
@@ -35,10 +38,11 @@ def _run_star(args):
 def diarize_files(files: list[Path], model: str | None, device: str, options: dict,
                   workers: int = 1) -> Iterator[tuple[Path, Diarization | str]]:
     """Yield (path, result or error message) for each file, in input order. The model is loaded once
-    per process; with workers > 1 each process gets an equal share of the CPU threads."""
+    per process; with workers > 1 each process gets an equal share of the CPU threads. A model that
+    cannot be loaded raises ModelError (or ValueError for the device) before any file is read."""
     global _worker_model
+    _worker_model = load_model(model, device)  # here first: a worker whose initializer fails is respawned forever
     if workers <= 1 or len(files) <= 1:
-        _worker_model = load_model(model, device)
         for path in files:
             yield _run(path, options)
         return

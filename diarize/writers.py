@@ -100,8 +100,10 @@ def get_writer(fmt: str) -> Writer:
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO]:
     """Open a temporary file beside `path` and move it over `path` only once the block succeeds, so a
-    reader never sees a half-written file; on any error the temporary file is removed."""
+    reader never sees a half-written file; on any error the temporary file is removed. A missing folder
+    is created."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
@@ -141,21 +143,25 @@ def read_rttm(path: str | Path) -> dict[str, list[Turn]]:
     """SPEAKER lines of an RTTM file, grouped by file id in file order. Blank lines, `;;` comments and
     other NIST record types are skipped; a malformed line raises ValueError naming file and line."""
     out: dict[str, list[Turn]] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            fields = line.split()
-            if not fields or fields[0].startswith(";;") or fields[0].upper() in RTTM_OTHER_TYPES:
-                continue
-            try:
-                if fields[0] != "SPEAKER" or len(fields) < 8:
-                    raise ValueError("expected 'SPEAKER file channel start duration <NA> <NA> speaker ...'")
-                start, dur = float(fields[3]), float(fields[4])
-                if not (math.isfinite(start) and math.isfinite(dur) and start >= 0 and dur >= 0):
-                    raise ValueError("start and duration must be finite and non-negative")
-            except ValueError as e:
-                raise ValueError(f"{path}:{n}: malformed RTTM line {line.strip()!r}: {e}") from None
-            # rounding undoes the float error of start + duration; RTTM times never go below a microsecond
-            out.setdefault(fields[1], []).append(Turn(start, round(start + dur, 6), fields[7]))
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = list(f)
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not an RTTM file (not UTF-8 text)") from None
+    for n, line in enumerate(lines, start=1):
+        fields = line.split()
+        if not fields or fields[0].startswith(";;") or fields[0].upper() in RTTM_OTHER_TYPES:
+            continue
+        try:
+            if fields[0] != "SPEAKER" or len(fields) < 8:
+                raise ValueError("expected 'SPEAKER file channel start duration <NA> <NA> speaker ...'")
+            start, dur = float(fields[3]), float(fields[4])
+            if not (math.isfinite(start) and math.isfinite(dur) and start >= 0 and dur >= 0):
+                raise ValueError("start and duration must be finite and non-negative")
+        except ValueError as e:
+            raise ValueError(f"{path}:{n}: malformed RTTM line {line.strip()!r}: {e}") from None
+        # rounding undoes the float error of start + duration; RTTM times never go below a microsecond
+        out.setdefault(fields[1], []).append(Turn(start, round(start + dur, 6), fields[7]))
     return out
 
 

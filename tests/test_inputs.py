@@ -1,0 +1,277 @@
+"""What `diarize cluster` promises for any input: a correct result, or one `error:` line on stderr that
+names the file, a non-zero exit, never a traceback and never a half-written output."""
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from diarize.writers import read_rttm
+
+SR = 16000  # Hz
+
+
+def turns_of(rttm):
+    """The turns of an RTTM file written for one input (none for an empty file)."""
+    by_file = read_rttm(rttm)
+    assert len(by_file) <= 1
+    return next(iter(by_file.values()), [])
+
+
+def assert_valid_turns(turns, duration):
+    assert all(0 <= t.start < t.end <= duration + 0.05 for t in turns), turns
+    assert all(t.speaker.startswith("SPEAKER_") for t in turns)
+
+
+# ---- files that cannot be diarized
+
+
+def test_a_missing_input_is_an_error_naming_it(diarize, fails_cleanly, tmp_path):
+    result = diarize("cluster", tmp_path / "nowhere.wav", "--out-dir", tmp_path)
+    assert "no such file" in fails_cleanly(result, "nowhere.wav")
+    assert not list(tmp_path.glob("*.rttm"))
+
+
+def test_a_folder_without_audio_is_an_error_naming_it(diarize, fails_cleanly, tmp_path):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "readme.txt").write_text("no audio here")
+    assert "no audio files" in fails_cleanly(diarize("cluster", folder, "--out-dir", tmp_path), "notes")
+
+
+def test_a_text_file_named_wav_is_not_readable_audio(diarize, fails_cleanly, tmp_path):
+    fake = tmp_path / "fake.wav"
+    fake.write_text("this is not a RIFF file\n")
+    result = diarize("cluster", fake, "--out-dir", tmp_path)
+    assert "not readable audio" in fails_cleanly(result, "fake.wav")
+    assert not (tmp_path / "fake.rttm").exists()
+
+
+def test_a_wav_cut_short_is_diarized_as_far_as_it_goes_with_a_warning(diarize, succeeds, make_audio, tmp_path):
+    whole = make_audio("whole.wav", subtype="PCM_16").read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole[: len(whole) // 2])  # the header still promises 3 s
+    stderr = succeeds(diarize("cluster", cut, "--out-dir", tmp_path))
+    assert "warning:" in stderr and "truncated" in stderr and "cut.wav" in stderr
+    assert_valid_turns(turns_of(tmp_path / "cut.rttm"), 1.5)
+
+
+def test_a_wav_header_without_data_is_an_error(diarize, fails_cleanly, make_audio, tmp_path):
+    header_only = tmp_path / "header.wav"
+    header_only.write_bytes(make_audio("whole.wav", subtype="PCM_16").read_bytes()[:44])
+    assert "no audio" in fails_cleanly(diarize("cluster", header_only, "--out-dir", tmp_path), "header.wav")
+    assert not (tmp_path / "header.rttm").exists()
+
+
+def test_a_file_of_zero_samples_is_an_error(diarize, fails_cleanly, make_audio, tmp_path):
+    empty = make_audio("empty.wav", np.zeros(0, np.float32))
+    assert "no audio" in fails_cleanly(diarize("cluster", empty, "--out-dir", tmp_path), "empty.wav")
+    assert not (tmp_path / "empty.rttm").exists()
+
+
+# ---- odd but valid audio
+
+
+def test_silence_gives_a_warning_and_an_empty_rttm(diarize, succeeds, make_audio, tmp_path):
+    quiet = make_audio("quiet.wav", np.zeros(3 * SR, np.float32))
+    stderr = succeeds(diarize("cluster", quiet, "--out-dir", tmp_path))
+    assert "warning:" in stderr and "no speech" in stderr
+    assert (tmp_path / "quiet.rttm").read_text() == ""
+
+
+@pytest.mark.parametrize("kind", ["tone", "noise"])
+def test_audio_shorter_than_one_window_still_gives_a_result(diarize, succeeds, make_audio, tmp_path, kind):
+    t = np.arange(int(0.2 * SR)) / SR
+    noise = np.random.default_rng(0).standard_normal(len(t))
+    wave = 0.3 * np.sin(2 * np.pi * 220 * t) if kind == "tone" else 0.1 * noise
+    short = make_audio("short.wav", wave.astype(np.float32))
+    succeeds(diarize("cluster", short, "--out-dir", tmp_path))
+    assert_valid_turns(turns_of(tmp_path / "short.rttm"), 0.2)
+
+
+def test_nan_and_inf_samples_are_read_as_silence(diarize, succeeds, make_audio, voices, tmp_path):
+    wave = voices()
+    wave[SR // 2: SR] = np.nan
+    wave[2 * SR: 2 * SR + 100] = np.inf
+    wave[2 * SR + 100: 2 * SR + 200] = -np.inf
+    odd = make_audio("odd.wav", wave, subtype="FLOAT")
+    succeeds(diarize("cluster", odd, "--out-dir", tmp_path))
+    turns = turns_of(tmp_path / "odd.rttm")
+    assert turns
+    assert_valid_turns(turns, 3.0)
+
+
+def test_clipped_audio_is_diarized(diarize, succeeds, make_audio, voices, tmp_path):
+    loud = make_audio("loud.wav", np.clip(20 * voices(), -1, 1), subtype="PCM_16")
+    succeeds(diarize("cluster", loud, "--out-dir", tmp_path))
+    turns = turns_of(tmp_path / "loud.rttm")
+    assert turns
+    assert_valid_turns(turns, 3.0)
+
+
+def same_times(a, b, tolerance=0.05):
+    return len(a) == len(b) and all(abs(x.start - y.start) <= tolerance and abs(x.end - y.end) <= tolerance
+                                    for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("sr", [8000, 22050, 44100, 48000])
+def test_any_sample_rate_is_resampled_and_times_stay_in_seconds(diarize, succeeds, make_audio, voices, tmp_path,
+                                                               sr):
+    at16k, other = make_audio("at16k.wav"), make_audio(f"at{sr}.wav", voices(sr=sr), sr=sr)
+    succeeds(diarize("cluster", at16k, other, "--out-dir", tmp_path))
+    expected, got = turns_of(tmp_path / "at16k.rttm"), turns_of(tmp_path / f"at{sr}.rttm")
+    assert got
+    assert_valid_turns(got, 3.0)
+    assert same_times(got, expected)
+
+
+@pytest.mark.parametrize("channels", [2, 6])
+def test_multichannel_audio_is_mixed_down_to_mono(diarize, succeeds, make_audio, tmp_path, channels):
+    mono, multi = make_audio("mono.wav"), make_audio(f"ch{channels}.wav", channels=channels)
+    assert sf.info(multi).channels == channels
+    succeeds(diarize("cluster", mono, multi, "--out-dir", tmp_path))
+    got = turns_of(tmp_path / f"ch{channels}.rttm")
+    assert got and same_times(got, turns_of(tmp_path / "mono.rttm"), tolerance=0)
+
+
+@pytest.mark.parametrize("fmt, subtype", [("wav", "PCM_16"), ("flac", "PCM_16"), ("ogg", "VORBIS"),
+                                          ("mp3", "MPEG_LAYER_III")])
+def test_wav_flac_ogg_and_mp3_are_read(diarize, succeeds, make_audio, tmp_path, fmt, subtype):
+    if fmt.upper() not in sf.available_formats() or subtype not in sf.available_subtypes(fmt.upper()):
+        pytest.skip(f"this libsndfile ({sf.__libsndfile_version__}) cannot write {fmt}/{subtype}")
+    path = make_audio(f"clip.{fmt}", format=fmt.upper(), subtype=subtype)
+    succeeds(diarize("cluster", path, "--out-dir", tmp_path))
+    turns = turns_of(tmp_path / "clip.rttm")
+    assert turns
+    assert_valid_turns(turns, 3.1)  # mp3 decoders may add a few ms of padding
+
+
+def test_a_single_voice_gives_one_speaker(diarize, succeeds, make_audio, voices, tmp_path):
+    succeeds(diarize("cluster", make_audio("solo.wav", voices(speakers=1)), "--out-dir", tmp_path))
+    assert {t.speaker for t in turns_of(tmp_path / "solo.rttm")} == {"SPEAKER_00"}
+
+
+# ---- speaker-count options
+
+
+def test_num_speakers_above_the_number_of_segments_works_with_a_warning(diarize, succeeds, make_audio, tmp_path):
+    stderr = succeeds(diarize("cluster", make_audio("two.wav"), "--out-dir", tmp_path, "--num-speakers", 50))
+    assert "warning:" in stderr and "--num-speakers 50" in stderr
+    speakers = {t.speaker for t in turns_of(tmp_path / "two.rttm")}
+    assert 1 <= len(speakers) < 50
+
+
+def test_min_speakers_above_max_speakers_is_an_error(diarize, fails_cleanly, make_audio, tmp_path):
+    result = diarize("cluster", make_audio("two.wav"), "--out-dir", tmp_path, "--min-speakers", 3,
+                     "--max-speakers", 2)
+    fails_cleanly(result, "--min-speakers 3", "--max-speakers 2")
+    assert not (tmp_path / "two.rttm").exists()
+
+
+# ---- outputs
+
+
+def test_out_dir_is_created_when_missing(diarize, succeeds, make_audio, tmp_path):
+    succeeds(diarize("cluster", make_audio("two.wav"), "--out-dir", tmp_path / "new" / "deeper"))
+    assert turns_of(tmp_path / "new" / "deeper" / "two.rttm")
+
+
+def test_an_out_dir_that_cannot_be_a_folder_is_an_error_before_any_work(diarize, fails_cleanly, make_audio,
+                                                                         tmp_path):
+    blocker = tmp_path / "plain-file"
+    blocker.write_text("a file, not a folder")
+    wav = make_audio("two.wav")
+    for out_dir in (blocker / "out", blocker):  # tests run as root: only a file in the way stops a write
+        result = diarize("cluster", wav, "--out-dir", out_dir)
+        fails_cleanly(result, str(out_dir))
+        assert len(result.stderr.splitlines()) == 1  # refused before any work: no progress bar
+    assert blocker.read_text() == "a file, not a folder"
+
+
+def test_an_out_path_under_a_file_is_an_error(diarize, fails_cleanly, make_audio, tmp_path):
+    blocker = tmp_path / "plain-file"
+    blocker.write_text("x")
+    fails_cleanly(diarize("cluster", make_audio("two.wav"), "--out", blocker / "two.json"), "two.json")
+
+
+def test_an_existing_output_is_refused_without_force(diarize, fails_cleanly, make_audio, tmp_path):
+    (tmp_path / "two.rttm").write_text("keep me\n")
+    result = diarize("cluster", make_audio("two.wav"), "--out-dir", tmp_path)
+    assert "--force" in fails_cleanly(result, "two.rttm")
+    assert (tmp_path / "two.rttm").read_text() == "keep me\n"
+
+
+def test_an_existing_output_is_replaced_with_force(diarize, succeeds, make_audio, tmp_path):
+    (tmp_path / "two.rttm").write_text("replace me\n")
+    succeeds(diarize("cluster", make_audio("two.wav"), "--out-dir", tmp_path, "--force"))
+    assert turns_of(tmp_path / "two.rttm")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_out_all_writes_every_format(diarize, succeeds, make_audio, tmp_path):
+    succeeds(diarize("cluster", make_audio("two.wav"), "--out-dir", tmp_path / "o", "--out", "all"))
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["two.csv", "two.json", "two.rttm", "two.srt"]
+
+
+def test_out_dash_writes_rttm_on_stdout_and_nothing_else(diarize, succeeds, make_audio, tmp_path):
+    result = diarize("cluster", make_audio("two.wav"), "--out", "-")
+    succeeds(result)
+    lines = result.stdout.splitlines()
+    assert lines and all(line.startswith("SPEAKER two 1 ") for line in lines)
+
+
+def test_inputs_that_would_write_the_same_output_are_an_error(diarize, fails_cleanly, make_audio, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    make_audio("a/take.wav"), make_audio("b/take.wav")
+    result = diarize("cluster", a, b, "--out-dir", tmp_path)
+    fails_cleanly(result, os.path.join("a", "take.wav"), os.path.join("b", "take.wav"))
+    assert not (tmp_path / "take.rttm").exists()
+
+
+def test_an_existing_plot_is_refused_without_force(diarize, fails_cleanly, make_audio, tmp_path):
+    (tmp_path / "timeline.png").write_bytes(b"old picture")
+    result = diarize("cluster", make_audio("two.wav"), "--out-dir", tmp_path, "--plot", tmp_path / "timeline.png")
+    fails_cleanly(result, "timeline.png", "--force")
+    assert not (tmp_path / "two.rttm").exists()
+
+
+def test_a_plot_path_under_a_file_is_an_error_before_any_work(diarize, fails_cleanly, make_audio, tmp_path):
+    blocker = tmp_path / "plain-file"
+    blocker.write_text("x")
+    result = diarize("cluster", make_audio("two.wav"), "--out-dir", tmp_path, "--plot", blocker / "t.png")
+    fails_cleanly(result, "t.png")
+    assert not (tmp_path / "two.rttm").exists()
+
+
+def test_a_missing_reference_is_an_error_naming_it(diarize, fails_cleanly, make_audio, tmp_path):
+    result = diarize("cluster", make_audio("two.wav"), "--out-dir", tmp_path, "--ref", tmp_path / "ref.rttm")
+    fails_cleanly(result, "--ref", "ref.rttm")
+
+
+def test_file_names_are_printed_literally(diarize, fails_cleanly, tmp_path):
+    odd = tmp_path / "take [bold]2[/bold] :smile:.wav"  # rich markup and emoji codes are not interpreted
+    fails_cleanly(diarize("cluster", odd, "--out-dir", tmp_path), str(odd))
+
+
+# ---- batches
+
+
+def test_a_batch_with_one_bad_file_writes_the_others_and_exits_non_zero(diarize, fails_cleanly, make_audio,
+                                                                         voices, tmp_path):
+    first, last = make_audio("first.wav"), make_audio("last.wav", voices(speakers=1))
+    bad = tmp_path / "bad.wav"
+    bad.write_text("not audio")
+    result = diarize("cluster", first, bad, last, "--out-dir", tmp_path / "out")
+    fails_cleanly(result, "bad.wav")
+    assert "1 of 3 files failed" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["first.rttm", "last.rttm"]
+    assert turns_of(tmp_path / "out" / "first.rttm") and turns_of(tmp_path / "out" / "last.rttm")
+
+
+def test_a_folder_is_searched_recursively_for_audio(diarize, succeeds, make_audio, tmp_path):
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    make_audio("in/one.wav"), make_audio("in/sub/two.flac", format="FLAC")
+    (tmp_path / "in" / "notes.txt").write_text("ignored")
+    succeeds(diarize("cluster", tmp_path / "in", "--out-dir", tmp_path / "out"))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["one.rttm", "two.rttm"]
