@@ -141,10 +141,11 @@ def load_checkpoint(path: str | Path) -> dict:
     except FileNotFoundError:
         raise ModelError(f"{path}: no such model file") from None
     except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        if "Weights only load failed" in str(e):
+        text = str(e)
+        if "Unsupported global" in text:  # torch's safe unpickler met a class: a pickled object, not weights
             raise ModelError(f"{path}: refused, the file holds pickled objects other than weights") from None
-        raise ModelError(f"{path}: not a diarize model ({first[:120]})") from None
+        detail = (text.split("WeightsUnpickler error:")[-1].strip() or type(e).__name__).splitlines()[0]
+        raise ModelError(f"{path}: not a diarize model ({detail[:120]})") from None
     if not isinstance(ckpt, dict) or "format_version" not in ckpt or "state_dict" not in ckpt:
         raise ModelError(f"{path}: not a diarize model (no format_version/state_dict)")
     if ckpt["format_version"] != FORMAT_VERSION:

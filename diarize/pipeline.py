@@ -47,6 +47,7 @@ class Windows:
     start: np.ndarray  # (N,) seconds
     energy_db: np.ndarray  # (frames,) dB re full scale
     n_frames: int
+    duration: float  # seconds of audio (frames are centred, so n_frames * 10 ms runs a frame over)
     silero: SileroSpeech | None = None
 
     @property
@@ -137,7 +138,7 @@ def embed_windows(path: str | Path, encoder: SpeakerEncoder, config: PipelineCon
     dim = encoder.config.embedding_dim
     return Windows(np.concatenate(embeddings) if embeddings else np.zeros((0, dim), np.float32),
                    np.concatenate(starts) * FRAME_SECONDS if starts else np.zeros(0),
-                   np.concatenate(energies) if energies else np.zeros(0), n_frames, silero)
+                   np.concatenate(energies) if energies else np.zeros(0), n_frames, min(duration, n_frames * FRAME_SECONDS), silero)
 
 
 def _last_window(recent: torch.Tensor) -> torch.Tensor:
@@ -209,7 +210,7 @@ def segment_embeddings(windows: Windows, idx: np.ndarray, speech: np.ndarray, se
 
 
 def windows_to_turns(centres: np.ndarray, labels: np.ndarray, speech: np.ndarray, names: list[str],
-                     min_turn: float) -> list[Turn]:
+                     min_turn: float, duration: float) -> list[Turn]:
     """Each speech frame takes the label of the nearest window centre; runs become turns, and turns
     shorter than `min_turn` take their longer neighbour's speaker."""
     frames = np.flatnonzero(speech)
@@ -236,7 +237,7 @@ def windows_to_turns(centres: np.ndarray, labels: np.ndarray, speech: np.ndarray
         pick = max((r for r in (prev, nxt) if r), key=lambda r: r[1] - r[0], default=None)
         if pick is not None:
             runs[i][2] = pick[2]
-    turns = [Turn(a * FRAME_SECONDS, b * FRAME_SECONDS, names[lab]) for a, b, lab in runs]
+    turns = [Turn(a * FRAME_SECONDS, min(b * FRAME_SECONDS, duration), names[lab]) for a, b, lab in runs]
     return merge_turns(turns)
 
 
@@ -274,7 +275,7 @@ def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None 
     dim = windows.embeddings.shape[1]
     empty = {"start": np.zeros(0), "end": np.zeros(0), "embeddings": np.zeros((0, dim), np.float32),
              "labels": np.zeros(0, int)}
-    duration = windows.n_frames * FRAME_SECONDS
+    duration = windows.duration
     if not len(idx):
         warnings.append(f"{file_id}: no speech found")
         return Diarization(file_id, duration, [], [], np.zeros((0, dim), np.float32), empty, speech,
@@ -294,7 +295,7 @@ def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None 
             win_labels = median_filter(win_labels, size=config.smooth_windows, mode="nearest")
         names = [f"SPEAKER_{k:02d}" for k in range(len(centroids))]
         centres = windows.start[idx] + WINDOW_FRAMES * FRAME_SECONDS / 2
-        turns = windows_to_turns(centres, win_labels, speech, names, config.min_turn)
+        turns = windows_to_turns(centres, win_labels, speech, names, config.min_turn, duration)
     used = sorted({t.speaker for t in turns})
     keep = [names.index(s) for s in used]
     seg_end = np.array([a for a in seg_start[1:]] + [duration])

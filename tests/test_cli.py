@@ -80,8 +80,6 @@ def test_a_pickled_object_in_a_model_is_refused_without_running_its_code(diarize
     assert (tmp_path / "marker").read_text() == "pickled code ran"
 
 
-@pytest.mark.xfail(reason="diarize/model.py reports any bytes torch's weights-only unpickler rejects as "
-                          "'pickled objects'; only 'Unsupported global' means that", strict=False)
 def test_a_text_file_model_is_not_mistaken_for_pickled_objects(diarize, fails_cleanly, tmp_path):
     model = tmp_path / "notes.pt"
     model.write_text("not a model\n")  # 'n' happens to be a pickle opcode torch's safe unpickler refuses
