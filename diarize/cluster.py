@@ -4,9 +4,12 @@ from __future__ import annotations
 import numpy as np
 
 
+MAX_POINTS = 2000  # above this many segments, cluster a seeded sample and assign the rest to its centroids
+
+
 def cluster_embeddings(x: np.ndarray, method: str = "hdbscan", num_speakers: int | None = None,
                        min_speakers: int = 1, max_speakers: int | None = None, threshold: float = 0.5,
-                       min_cluster_size: int = 3, seed: int = 0) -> np.ndarray:
+                       min_cluster_size: int = 3, seed: int = 0, max_points: int = MAX_POINTS) -> np.ndarray:
     """Speaker label (0..k-1) of each L2-normalised embedding; no point is left unlabelled.
 
     `num_speakers` gives exactly that many (AHC, capped at the number of segments); otherwise `method`
@@ -19,6 +22,12 @@ def cluster_embeddings(x: np.ndarray, method: str = "hdbscan", num_speakers: int
         raise ValueError(f"--min-speakers {min_speakers} is above --max-speakers {max_speakers}")
     if n <= 1:
         return np.zeros(n, dtype=int)
+    if n > max_points:  # bounded time and memory on hours of audio
+        sample = np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
+        labels = np.full(n, -1)
+        labels[sample] = cluster_embeddings(x[sample], method, num_speakers, min_speakers, max_speakers,
+                                            threshold, min_cluster_size, seed, max_points)
+        return assign_to_nearest(x, labels)
     if num_speakers is not None:
         return _ahc(x, n_clusters=min(num_speakers, n))
     if method == "hdbscan":

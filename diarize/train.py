@@ -155,7 +155,8 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
     optimizer = torch.optim.Adam(encoder.parameters(), lr=config.lr)
     if resume:
         optimizer.load_state_dict(ckpt["optimizer"])
-    schedule = lambda k: 0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(k, config.steps) / config.steps))
+    # a Python float: a numpy scalar in the optimiser state would make last.pt unloadable (weights_only)
+    schedule = lambda k: float(0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(k, config.steps) / config.steps)))
     model = torch.nn.parallel.DistributedDataParallel(encoder) if world > 1 else encoder
     out_dir.mkdir(parents=True, exist_ok=True)
 
