@@ -11,7 +11,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from scipy.ndimage import median_filter
+from scipy.ndimage import uniform_filter1d
 
 from .audio import audio_duration, load_audio_header, stream_audio, stream_log_mel
 from .cluster import cluster_embeddings
@@ -34,7 +34,7 @@ class PipelineConfig:
     cluster: str = "hdbscan"  # "hdbscan" or "ahc" when the speaker count is estimated
     ahc_threshold: float = 0.5  # cosine distance at which "ahc" stops merging
     min_cluster_size: int = 3  # segments; smaller HDBSCAN clusters join the nearest speaker
-    smooth_windows: int = 5  # median filter over window labels after relabelling
+    smooth_windows: int = 5  # windows over which speaker similarities are averaged when relabelling
     min_turn: float = 0.3  # seconds: shorter turns are absorbed by their neighbours
     batch_size: int = 256  # windows per forward pass
     chunk_seconds: float = 60.0  # audio decoded and featurised this much at a time
@@ -154,6 +154,10 @@ def _embed(encoder: SpeakerEncoder, windows: torch.Tensor, batch_size: int, devi
     out = [encoder.embed(windows[i: i + batch_size].to(device)).float().cpu()
            for i in range(0, len(windows), batch_size)]
     return torch.cat(out).numpy()
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def speech_mask(windows: Windows, config: PipelineConfig) -> np.ndarray:
@@ -285,14 +289,19 @@ def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None 
         if num_speakers is not None and num_speakers > len(seg_emb):
             warnings.append(f"{file_id}: --num-speakers {num_speakers} but only {len(seg_emb)} speech segments; "
                             f"found {len(seg_emb)} speakers at most")
-        labels = cluster_embeddings(seg_emb, config.cluster, num_speakers, min_speakers, max_speakers,
+        # embeddings of one recording share a common direction; removing it spreads speakers apart
+        centre = seg_emb.mean(axis=0)
+        seg_c, win_c = _normalise(seg_emb - centre), _normalise(windows.embeddings[idx] - centre)
+        labels = cluster_embeddings(seg_c, config.cluster, num_speakers, min_speakers, max_speakers,
                                     config.ahc_threshold, config.min_cluster_size, seed)
-        centroids = np.stack([seg_emb[labels == k].mean(axis=0) for k in range(labels.max() + 1)])
-        centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
-        # resegmentation: every speech window goes to its nearest speaker, then a median filter smooths
-        win_labels = np.argmax(windows.embeddings[idx] @ centroids.T, axis=1)
-        if config.smooth_windows > 1 and centroids.shape[0] > 1:
-            win_labels = median_filter(win_labels, size=config.smooth_windows, mode="nearest")
+        k = labels.max() + 1
+        # resegmentation: every speech window goes to its nearest speaker centroid, the similarities
+        # first averaged over `smooth_windows` neighbours so that single stray windows do not flip
+        sims = win_c @ _normalise(np.stack([seg_c[labels == j].mean(axis=0) for j in range(k)])).T
+        if config.smooth_windows > 1:
+            sims = uniform_filter1d(sims, size=config.smooth_windows, axis=0, mode="nearest")
+        win_labels = sims.argmax(axis=1)
+        centroids = _normalise(np.stack([seg_emb[labels == j].mean(axis=0) for j in range(k)]))
         names = [f"SPEAKER_{k:02d}" for k in range(len(centroids))]
         centres = windows.start[idx] + WINDOW_FRAMES * FRAME_SECONDS / 2
         turns = windows_to_turns(centres, win_labels, speech, names, config.min_turn, duration)

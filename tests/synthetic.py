@@ -17,7 +17,7 @@ import soundfile as sf
 SR = 16000  # Hz
 TOP = 5000.0  # Hz: highest harmonic synthesised
 NEUTRAL = np.array([550.0, 1550.0, 2600.0])  # Hz: formants of a neutral vowel, average vocal tract
-VOWEL_SPREAD = np.array([0.30, 0.25, 0.10])  # fraction: how far a vowel moves each formant
+VOWEL_SPREAD = np.array([0.20, 0.15, 0.06])  # fraction: how far a vowel moves each formant
 CONTROL = 40  # samples (2.5 ms) between updates of the harmonic weights
 
 
@@ -31,8 +31,8 @@ class Voice:
 
 
 def random_voice(rng: np.random.Generator) -> Voice:
-    tract = rng.uniform(0.82, 1.22)  # vocal-tract length factor: shorter tract, higher formants
-    return Voice(f0=float(rng.uniform(90.0, 250.0)),
+    tract = rng.uniform(0.8, 1.25)  # vocal-tract length factor: shorter tract, higher formants
+    return Voice(f0=float(np.exp(rng.uniform(np.log(80.0), np.log(280.0)))),
                  formants=tuple(float(f) for f in NEUTRAL * tract * rng.uniform(0.93, 1.07, 3)),
                  bandwidths=tuple(float(b) for b in rng.uniform([50, 70, 100], [130, 180, 250])),
                  tilt=float(rng.uniform(-15.0, -7.0)), breath=float(rng.uniform(0.01, 0.08)))
@@ -48,8 +48,8 @@ def utterance(voice: Voice, seconds: float, rng: np.random.Generator) -> np.ndar
     n = int(seconds * SR)
     t = np.arange(n) / SR
     # pitch: per-utterance register, declination, slow intonation and fast jitter
-    f0 = (voice.f0 * rng.uniform(0.9, 1.1) * (1 - 0.12 * t / seconds)
-          * (1 + 0.08 * _smooth_noise(rng, n, int(seconds * 4) + 2))
+    f0 = (voice.f0 * rng.uniform(0.95, 1.05) * (1 - 0.12 * t / seconds)
+          * (1 + 0.06 * _smooth_noise(rng, n, int(seconds * 4) + 2))
           * (1 + 0.01 * _smooth_noise(rng, n, int(seconds * 60) + 2)))
     # syllables: a vowel target and a level each, formants gliding between targets
     bounds = np.cumsum(rng.uniform(0.12, 0.28, int(seconds / 0.12) + 2))
@@ -63,12 +63,13 @@ def utterance(voice: Voice, seconds: float, rng: np.random.Generator) -> np.ndar
     # voice: harmonics of f0, each weighted by the source tilt and the all-pole formant response; the
     # weights are computed every CONTROL samples and interpolated (they change far slower than the wave)
     phase = 2 * np.pi * np.cumsum(f0) / SR
+    tilt = rng.uniform(-1.0, 1.0)  # dB per octave: this utterance's effort
     h = np.arange(1, int(TOP / f0.min()) + 1)[:, None]  # (H, 1)
     ctl = np.arange(0, n + CONTROL, CONTROL).clip(max=n - 1)
     fh = h * f0[ctl]  # (H, m)
     fm, bw = formants[:, None, ctl], np.array(voice.bandwidths)[:, None, None]  # (3, 1, m), (3, 1, 1)
     tract = np.prod(fm ** 2 / np.sqrt((fm ** 2 - fh ** 2) ** 2 + (bw * fh) ** 2), axis=0)
-    weight = np.where(fh < TOP, 10 ** (voice.tilt * np.log2(h) / 20) * tract, 0.0)  # (H, m)
+    weight = np.where(fh < TOP, 10 ** ((voice.tilt + tilt) * np.log2(h) / 20) * tract, 0.0)  # (H, m)
     pos = np.arange(n) / CONTROL
     i, frac = pos.astype(int), (pos % 1)[None].astype(np.float32)
     weight = weight.astype(np.float32)
@@ -77,9 +78,9 @@ def utterance(voice: Voice, seconds: float, rng: np.random.Generator) -> np.ndar
     wave = (amp * np.sin(h * phase[None] + offsets).astype(np.float32)).sum(axis=0).astype(np.float64)
     wave *= envelope
     wave /= np.abs(wave).max() + 1e-9
-    # breath rides on the voice; a noise floor at 15-35 dB SNR lies under everything
+    # breath rides on the voice; a noise floor at 20-35 dB SNR lies under everything
     wave += voice.breath * envelope * rng.standard_normal(n)
-    wave += np.sqrt(np.mean(wave ** 2)) * 10 ** (-rng.uniform(15, 35) / 20) * rng.standard_normal(n)
+    wave += np.sqrt(np.mean(wave ** 2)) * 10 ** (-rng.uniform(20, 35) / 20) * rng.standard_normal(n)
     return (wave / np.abs(wave).max() * rng.uniform(0.3, 0.7)).astype(np.float32)
 
 
