@@ -507,6 +507,45 @@ def info(model: ModelOpt = None) -> None:
 
 
 @app.command()
+def validate(
+    data: Annotated[Path, typer.Argument(help="Held-out speakers: a folder with one subfolder per speaker, "
+                                              "or a TSV/CSV manifest.")],
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    per_speaker: Annotated[int, typer.Option(min=2, help="Utterances per speaker for the EER.")] = 20,
+    cache: Annotated[Path, typer.Option(help="Feature cache folder.")] = Path.home() / ".cache" / "diarize",
+    workers: Annotated[int, typer.Option(min=1, help="Processes computing features.")] = 1,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON.")] = None,
+) -> None:
+    """Measure a speaker encoder on held-out speakers: EER, pair accuracy, ZHAW misclassification rate.
+
+    Example: diarize validate ~/corpus/dev.tsv --model runs/enc/best.pt
+    """
+    import json
+
+    from .data import DataError, list_dataset
+    from .model import ModelError, load_model
+    from .train import validate as run_validation
+    from .writers import atomic_write
+
+    try:
+        encoder = load_model(model, device)
+        figures = run_validation(encoder, list_dataset(data), cache, next(encoder.parameters()).device,
+                                 per_speaker, workers)
+    except (DataError, ModelError, ValueError) as e:
+        fail(str(e))
+    out = Console()
+    out.print(f"EER {100 * figures['eer']:.2f}% over {figures['utterances']} utterances of "
+              f"{figures['speakers']} speakers; pair accuracy {figures['pair_accuracy']:.3f}")
+    if "mr" in figures:
+        out.print(f"ZHAW misclassification rate {100 * figures['mr']:.1f}% on {figures['mr_speakers']} speakers "
+                  f"(threshold {figures['mr_threshold']:.2f} chosen on the others)")
+    if json_out:
+        with atomic_write(json_out) as f:
+            json.dump(figures, f, indent=1)
+
+
+@app.command()
 def benchmark(
     audio: Annotated[Optional[Path], typer.Argument(help="Recording to time (default: one of --minutes "
                                                          "built from the example).")] = None,

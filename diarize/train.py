@@ -218,3 +218,21 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
             torch.distributed.destroy_process_group()
     return {"step": step, "best_eer": best_eer, "metrics": metrics, "out_dir": str(out_dir),
             "seconds": time.time() - started}
+
+
+def validate(encoder: SpeakerEncoder, data: Dataset, cache_dir: str | Path, device: torch.device,
+             per_speaker: int = 20, workers: int = 1, hook: Hook | None = None) -> dict:
+    """The model card's figures on held-out speakers: EER and pair accuracy (cosine, all pairs of at most
+    `per_speaker` utterances a speaker) and the ZHAW misclassification rate (first 8 vs last 2
+    utterances of 40 speakers, threshold chosen on the others)."""
+    from .metrics import zhaw_mr
+
+    cache = build_cache(data, cache_dir, workers, hook)
+    figures = evaluate_encoder(encoder, *validation_windows(cache, per_speaker), device)
+    utts = [utterance_windows(np.asarray(cache.frames[o: o + n])) for o, n in zip(cache.offsets, cache.lengths)]
+    try:
+        figures.update(zhaw_mr(utterance_embeddings(encoder, utts, device), cache.speakers))
+    except ValueError:
+        pass  # too few speakers for the protocol: EER alone
+    figures["skipped"] = len(cache.skipped)
+    return figures
