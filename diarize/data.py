@@ -159,11 +159,17 @@ class _Serial:
         return map(fn, items)
 
 
+FILES_CAP = 16  # a speaker with this many files or more is drawn at full weight
+
+
 class BatchSampler:
     """Draws batches of S speakers x M windows (40 frames, + EXTRA_FRAMES for augmentation).
 
-    Speakers are drawn uniformly (not by amount of audio), files by length, offsets uniformly.
-    Speakers with no file of at least one window are dropped; `dropped` lists them.
+    A speaker is drawn with weight min(files, FILES_CAP): speakers with a single recording (one
+    LibriSpeech clip, a one-word command) would otherwise fill batches with same-recording pairs, which
+    teach the network to match recordings (channel, session) rather than voices. A speaker's M windows
+    come from M different files where it has that many. Speakers with no file of at least one window
+    are dropped; `dropped` lists them.
     """
 
     def __init__(self, cache: FeatureCache, extra_frames: int = EXTRA_FRAMES):
@@ -175,18 +181,20 @@ class BatchSampler:
         self.dropped = sorted(set(cache.speakers) - set(by_speaker))
         self.speakers = sorted(by_speaker)
         self.files = [np.array(by_speaker[s]) for s in self.speakers]
-        self.weights = [cache.lengths[f] / cache.lengths[f].sum() for f in self.files]
+        counts = np.array([min(len(f), FILES_CAP) for f in self.files], dtype=float)
+        self.speaker_weights = counts / counts.sum()
 
     def batch(self, rng: np.random.Generator, n_speakers: int, n_windows: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(S*M, 40+extra, mels) float32 windows and their (S*M,) speaker indices. Short files are
-        padded by repeating their last frames' edge (np 'edge' padding)."""
+        padded by repeating their last frame (np 'edge' padding)."""
         if n_speakers > len(self.speakers):
             raise DataError(f"--speakers-per-batch {n_speakers} exceeds the {len(self.speakers)} usable speakers")
-        chosen = rng.choice(len(self.speakers), size=n_speakers, replace=False)
+        chosen = rng.choice(len(self.speakers), size=n_speakers, replace=False, p=self.speaker_weights)
         out = np.empty((n_speakers * n_windows, self.span, N_MELS), dtype=np.float32)
         labels = np.repeat(chosen, n_windows)
-        for row, spk in enumerate(labels):
-            f = rng.choice(self.files[spk], p=self.weights[spk])
+        files = np.concatenate([rng.choice(self.files[spk], size=n_windows, replace=len(self.files[spk]) < n_windows)
+                                for spk in chosen])
+        for row, f in enumerate(files):
             start, length = self.cache.offsets[f], self.cache.lengths[f]
             take = min(self.span, length)
             off = rng.integers(0, length - take + 1)

@@ -183,7 +183,7 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
             x, labels = sampler.batch(rng, s, config.windows_per_speaker)
             x = augment(x, gen) if config.augment else x[:, :WINDOW_FRAMES]
             for group in optimizer.param_groups:
-                group["lr"] = config.lr * schedule(step)
+                group["lr"] = float(config.lr * schedule(step))  # a numpy float would not load with weights_only
             if world > 1:  # each process embeds its slice; the loss sees every pair of the whole batch
                 mine = torch.tensor_split(torch.arange(len(x)), world)[rank]
                 log_p = torch.cat(torch.distributed.nn.functional.all_gather(model(x[mine].to(device))))

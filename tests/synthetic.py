@@ -17,7 +17,11 @@ import soundfile as sf
 SR = 16000  # Hz
 TOP = 5000.0  # Hz: highest harmonic synthesised
 NEUTRAL = np.array([550.0, 1550.0, 2600.0])  # Hz: formants of a neutral vowel, average vocal tract
-VOWEL_SPREAD = np.array([0.20, 0.15, 0.06])  # fraction: how far a vowel moves each formant
+VOWEL_SPREAD = np.array([0.15, 0.12, 0.05])  # fraction: how far a vowel moves each formant
+import os
+CHANNEL_DB = float(os.environ.get('CHDB', 8))
+JIT = float(os.environ.get('JIT', 0.1))
+BWJ = float(os.environ.get('BWJ', 0.4))
 CONTROL = 40  # samples (2.5 ms) between updates of the harmonic weights
 
 
@@ -31,11 +35,11 @@ class Voice:
 
 
 def random_voice(rng: np.random.Generator) -> Voice:
-    tract = rng.uniform(0.8, 1.25)  # vocal-tract length factor: shorter tract, higher formants
-    return Voice(f0=float(np.exp(rng.uniform(np.log(80.0), np.log(280.0)))),
-                 formants=tuple(float(f) for f in NEUTRAL * tract * rng.uniform(0.93, 1.07, 3)),
-                 bandwidths=tuple(float(b) for b in rng.uniform([50, 70, 100], [130, 180, 250])),
-                 tilt=float(rng.uniform(-15.0, -7.0)), breath=float(rng.uniform(0.01, 0.08)))
+    tract = rng.uniform(0.78, 1.28)  # vocal-tract length factor: shorter tract, higher formants
+    return Voice(f0=float(np.exp(rng.uniform(np.log(80.0), np.log(300.0)))),
+                 formants=tuple(float(f) for f in NEUTRAL * tract * rng.uniform(1-JIT, 1+JIT, 3)),
+                 bandwidths=tuple(float(b) for b in np.array([80, 110, 160]) * rng.uniform(1-BWJ, 1+BWJ, 3)),
+                 tilt=float(rng.uniform(-15.0, -7.0)), breath=float(rng.uniform(0.0, 0.15)))
 
 
 def _smooth_noise(rng: np.random.Generator, n: int, knots: int) -> np.ndarray:
@@ -48,8 +52,8 @@ def utterance(voice: Voice, seconds: float, rng: np.random.Generator) -> np.ndar
     n = int(seconds * SR)
     t = np.arange(n) / SR
     # pitch: per-utterance register, declination, slow intonation and fast jitter
-    f0 = (voice.f0 * rng.uniform(0.95, 1.05) * (1 - 0.12 * t / seconds)
-          * (1 + 0.06 * _smooth_noise(rng, n, int(seconds * 4) + 2))
+    f0 = (voice.f0 * rng.uniform(0.97, 1.03) * (1 - 0.08 * t / seconds)
+          * (1 + 0.04 * _smooth_noise(rng, n, int(seconds * 4) + 2))
           * (1 + 0.01 * _smooth_noise(rng, n, int(seconds * 60) + 2)))
     # syllables: a vowel target and a level each, formants gliding between targets
     bounds = np.cumsum(rng.uniform(0.12, 0.28, int(seconds / 0.12) + 2))
@@ -81,7 +85,17 @@ def utterance(voice: Voice, seconds: float, rng: np.random.Generator) -> np.ndar
     # breath rides on the voice; a noise floor at 20-35 dB SNR lies under everything
     wave += voice.breath * envelope * rng.standard_normal(n)
     wave += np.sqrt(np.mean(wave ** 2)) * 10 ** (-rng.uniform(20, 35) / 20) * rng.standard_normal(n)
+    wave = _channel(wave, rng)
     return (wave / np.abs(wave).max() * rng.uniform(0.3, 0.7)).astype(np.float32)
+
+
+def _channel(wave: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A recording channel: a smooth random EQ, CHANNEL_DB at most, over a log-frequency axis."""
+    f = np.fft.rfftfreq(len(wave), 1 / SR)
+    octave = np.log2(np.maximum(f, 50.0) / 50.0)
+    knots = np.linspace(0, octave.max(), 6)
+    gain_db = np.interp(octave, knots, rng.uniform(-CHANNEL_DB, CHANNEL_DB, len(knots)))
+    return np.fft.irfft(np.fft.rfft(wave) * 10 ** (gain_db / 20), len(wave))
 
 
 def write_speakers(root: str | Path, n_speakers: int, n_utterances: int, seed: int,
