@@ -16,7 +16,8 @@ def load_rttms(path: str | Path) -> dict[str, list[Turn]]:
     for f in files:
         for file_id, turns in read_rttm(f).items():
             out.setdefault(file_id, []).extend(turns)
-    return out
+    # a folder may hold both per-file RTTMs and a combined one: a turn listed twice counts once
+    return {file_id: sorted(set(turns)) for file_id, turns in out.items()}
 
 
 def _rate(seconds: float, total: float) -> float:

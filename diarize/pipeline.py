@@ -28,7 +28,8 @@ class PipelineConfig:
     window_hop: float = 0.2  # seconds between the starts of successive 0.4 s windows
     segment_seconds: float = 1.2  # speech is cut into segments this long; each is one point to cluster
     vad: str = "energy"  # speech detector: "energy" (log-mel power) or "silero"
-    vad_threshold: float = 0.5  # energy: fraction of the way from noise floor to speech level; silero: probability
+    energy_threshold: float = 0.2  # energy detector: fraction of the way from noise floor to speech level
+    silero_threshold: float = 0.2  # silero-vad: speech probability
     min_speech: float = 0.2  # seconds: shorter bursts are not speech
     min_silence: float = 0.3  # seconds: shorter pauses are bridged
     cluster: str = "hdbscan"  # "hdbscan" or "ahc" when the speaker count is estimated
@@ -163,10 +164,10 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 def speech_mask(windows: Windows, config: PipelineConfig) -> np.ndarray:
     """(frames,) bool: where someone speaks."""
     if windows.silero is not None:
-        return windows.silero.speech(windows.n_frames, config.vad_threshold, config.min_speech, config.min_silence)
+        return windows.silero.speech(windows.n_frames, config.silero_threshold, config.min_speech, config.min_silence)
     if config.vad != "energy":
         raise ValueError(f"unknown speech detector {config.vad!r}; use energy or silero")
-    return energy_speech(windows.energy_db, config.vad_threshold, config.min_speech, config.min_silence)
+    return energy_speech(windows.energy_db, config.energy_threshold, config.min_speech, config.min_silence)
 
 
 def regions(mask: np.ndarray) -> list[tuple[int, int]]:

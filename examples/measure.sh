@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Reproduce the accuracy and speed figures of README.md and models/README.md.
+# Needs the corpus and dev conversations of ../shared/DATA.md (~/corpus, ~/dev_conv) and the real dev
+# clips in ../shared/data/dev. Usage: bash examples/measure.sh [MODEL] [OUT]
+set -euo pipefail
+MODEL=${1:-diarize-blstm}
+OUT=${2:-runs/measure}
+SHARED=${SHARED:-../shared}
+mkdir -p "$OUT"
+
+# encoder: EER, pair accuracy, ZHAW misclassification rate on the 63 dev speakers
+diarize validate ~/corpus/dev.tsv --model "$MODEL" --json "$OUT/validate.json"
+
+# diarization: dev conversations and real dev clips, estimated speaker count, for each speech detector
+for vad in energy silero; do
+  for set in conv real; do
+    if [ "$set" = conv ]; then IN=~/dev_conv; else IN=$SHARED/data/dev; fi
+    HYP="$OUT/$set-$vad"
+    diarize cluster "$IN" --model "$MODEL" --vad "$vad" --out-dir "$HYP" --force --quiet
+    diarize evaluate "$IN" "$HYP" --json "$HYP.collar0.json"
+    diarize evaluate "$IN" "$HYP" --collar 0.25 --json "$HYP.collar025.json"
+  done
+done
+
+# the same with the true number of speakers (--num-speakers), energy detector
+for set in conv real; do
+  if [ "$set" = conv ]; then IN=~/dev_conv; else IN=$SHARED/data/dev; fi
+  HYP="$OUT/$set-oracle"
+  mkdir -p "$HYP"
+  for ref in "$IN"/*.rttm; do
+    [ "$(basename "$ref")" = all.rttm ] && continue
+    k=$(awk '{print $8}' "$ref" | sort -u | wc -l)
+    diarize cluster "${ref%.rttm}.flac" --model "$MODEL" --num-speakers "$k" --out-dir "$HYP" --force --quiet
+  done
+  diarize evaluate "$IN" "$HYP" --json "$HYP.collar0.json"
+  diarize evaluate "$IN" "$HYP" --collar 0.25 --json "$HYP.collar025.json"
+done
+
+# speed and memory on this machine
+diarize benchmark --minutes 30 --json "$OUT/bench-30min.json"
+diarize benchmark --minutes 120 --json "$OUT/bench-120min.json"
