@@ -27,6 +27,8 @@ def plot_timeline(turns: Iterable[Turn], path: str | Path, reference: Iterable[T
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     colours: dict[str, str] = {}  # one colour per speaker name, shared by its ref and hyp rows
+    for hyp, ref in _matching(turns, reference).items():  # a found speaker takes its reference's colour
+        colours[hyp] = colours.setdefault(ref, f"C{len(colours) % 10}")
     for y, (_, speaker, source) in enumerate(rows):
         colour = colours.setdefault(speaker, f"C{len(colours) % 10}")
         bars = [(t.start, t.end - t.start) for t in source if t.speaker == speaker]
@@ -43,3 +45,17 @@ def plot_timeline(turns: Iterable[Turn], path: str | Path, reference: Iterable[T
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format="png", dpi=100)
     return fig
+
+
+def _matching(turns: list[Turn], reference: list[Turn]) -> dict[str, str]:
+    """Hypothesis speaker -> the reference speaker it overlaps most, one to one (Hungarian)."""
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+
+    hyp, ref = sorted({t.speaker for t in turns}), sorted({t.speaker for t in reference})
+    overlap = np.zeros((len(hyp), len(ref)))
+    for h in turns:
+        for r in reference:
+            overlap[hyp.index(h.speaker), ref.index(r.speaker)] += max(0.0, min(h.end, r.end) - max(h.start, r.start))
+    rows, cols = linear_sum_assignment(-overlap)
+    return {hyp[i]: ref[j] for i, j in zip(rows, cols) if overlap[i, j] > 0}
