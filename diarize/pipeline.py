@@ -242,7 +242,7 @@ def windows_to_turns(centres: np.ndarray, labels: np.ndarray, speech: np.ndarray
         pick = max((r for r in (prev, nxt) if r), key=lambda r: r[1] - r[0], default=None)
         if pick is not None:
             runs[i][2] = pick[2]
-    turns = [Turn(a * FRAME_SECONDS, min(b * FRAME_SECONDS, duration), names[lab]) for a, b, lab in runs]
+    turns = [Turn(float(a * FRAME_SECONDS), float(min(b * FRAME_SECONDS, duration)), names[lab]) for a, b, lab in runs]
     return merge_turns(turns)
 
 

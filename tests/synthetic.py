@@ -11,17 +11,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import os
 import numpy as np
 import soundfile as sf
 
 SR = 16000  # Hz
 TOP = 5000.0  # Hz: highest harmonic synthesised
 NEUTRAL = np.array([550.0, 1550.0, 2600.0])  # Hz: formants of a neutral vowel, average vocal tract
-VOWEL_SPREAD = np.array([0.15, 0.12, 0.05])  # fraction: how far a vowel moves each formant
-import os
+VOWEL_SPREAD = np.array([float(x) for x in os.environ.get("VS", "0.15,0.12,0.05").split(",")])  # fraction: how far a vowel moves each formant
+
 CHANNEL_DB = float(os.environ.get('CHDB', 8))
 JIT = float(os.environ.get('JIT', 0.1))
 BWJ = float(os.environ.get('BWJ', 0.4))
+F0LO, F0HI = (float(x) for x in os.environ.get("F0", "80,300").split(","))
 CONTROL = 40  # samples (2.5 ms) between updates of the harmonic weights
 
 
@@ -36,7 +38,7 @@ class Voice:
 
 def random_voice(rng: np.random.Generator) -> Voice:
     tract = rng.uniform(0.78, 1.28)  # vocal-tract length factor: shorter tract, higher formants
-    return Voice(f0=float(np.exp(rng.uniform(np.log(80.0), np.log(300.0)))),
+    return Voice(f0=float(np.exp(rng.uniform(np.log(F0LO), np.log(F0HI)))),
                  formants=tuple(float(f) for f in NEUTRAL * tract * rng.uniform(1-JIT, 1+JIT, 3)),
                  bandwidths=tuple(float(b) for b in np.array([80, 110, 160]) * rng.uniform(1-BWJ, 1+BWJ, 3)),
                  tilt=float(rng.uniform(-15.0, -7.0)), breath=float(rng.uniform(0.0, 0.15)))

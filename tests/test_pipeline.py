@@ -1,0 +1,119 @@
+"""Inference: streaming features, speech detection, clustering and turns, and the bundled model end to end."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from diarize.audio import log_mel, stream_log_mel
+from diarize.cluster import cluster_embeddings
+from diarize.evaluate import score
+from diarize.model import load_model
+from diarize.pipeline import PipelineConfig, diarize, embed_windows, windows_to_turns
+from diarize.vad import energy_speech, frame_energy_db
+from diarize.writers import read_rttm
+
+EXAMPLE = "examples/meeting.wav"
+
+
+def blobs(sizes, dim=32, spread=0.15, seed=0):
+    """Unit vectors around one random direction per cluster."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((len(sizes), dim))
+    x = np.concatenate([c + spread * np.linalg.norm(c) * rng.standard_normal((n, dim)) / np.sqrt(dim)
+                        for c, n in zip(centres, sizes)])
+    return x / np.linalg.norm(x, axis=1, keepdims=True), np.repeat(np.arange(len(sizes)), sizes)
+
+
+def test_streamed_features_equal_one_pass_over_the_whole_wave():
+    wave = np.random.default_rng(0).standard_normal(16000 * 3 + 77).astype(np.float32)
+    chunks = [wave[:10000], wave[10000:30001], wave[30001:]]
+    streamed = torch.cat(list(stream_log_mel(chunks)))
+    whole = log_mel(wave)
+    assert streamed.shape == whole.shape
+    # the two edge frames differ only in padding (zeros when streaming, reflection in one pass)
+    assert torch.allclose(streamed[2:-2], whole[2:-2], atol=1e-4)
+
+
+def test_energy_detector_finds_bursts_and_ignores_silence():
+    wave = np.zeros(16000 * 4, dtype=np.float32)
+    t = np.arange(16000) / 16000
+    wave[16000:32000] = 0.3 * np.sin(2 * np.pi * 220 * t)  # 1-2 s
+    wave[48000:56000] = 0.3 * np.sin(2 * np.pi * 330 * t[:8000])  # 3-3.5 s
+    wave += 1e-4 * np.random.default_rng(0).standard_normal(len(wave)).astype(np.float32)
+    speech = energy_speech(frame_energy_db(log_mel(wave)))
+    seconds = np.flatnonzero(speech) / 100
+    assert speech.sum() / 100 == pytest.approx(1.5, abs=0.1)
+    assert seconds.min() == pytest.approx(1.0, abs=0.05) and seconds.max() == pytest.approx(3.5, abs=0.05)
+    assert not energy_speech(frame_energy_db(log_mel(np.zeros(16000, np.float32)))).any()
+
+
+def test_clustering_estimates_the_speaker_count():
+    x, truth = blobs([30, 20, 25])
+    for method in ("hdbscan", "ahc"):
+        labels = cluster_embeddings(x, method=method)
+        assert len(set(labels)) == 3, method
+        assert len(set(zip(labels, truth))) == 3  # each cluster is one speaker
+
+
+def test_num_speakers_gives_exactly_that_many_and_min_max_bind():
+    x, _ = blobs([30, 20, 25])
+    assert len(set(cluster_embeddings(x, num_speakers=2))) == 2
+    assert len(set(cluster_embeddings(x, num_speakers=5))) == 5
+    assert len(set(cluster_embeddings(x, max_speakers=2))) == 2
+    assert len(set(cluster_embeddings(x, min_speakers=4))) == 4
+    with pytest.raises(ValueError, match="min-speakers"):
+        cluster_embeddings(x, min_speakers=3, max_speakers=2)
+
+
+def test_no_segment_is_left_unlabelled_and_outliers_join_a_speaker():
+    x, _ = blobs([20, 20])
+    x = np.concatenate([x, np.eye(32)[:3]])  # three points far from both speakers
+    labels = cluster_embeddings(x, method="hdbscan")
+    assert (labels >= 0).all() and len(labels) == len(x)
+    assert len(set(labels)) == 2
+
+
+def test_long_inputs_cluster_a_sample_and_assign_the_rest():
+    x, truth = blobs([1500, 1200, 800], seed=1)
+    labels = cluster_embeddings(x, method="ahc", threshold=0.5, max_points=500)
+    assert len(set(labels)) == 3 and len(set(zip(labels, truth))) == 3
+
+
+def test_short_turns_are_absorbed_by_their_neighbours():
+    speech = np.ones(300, dtype=bool)  # 3 s of speech
+    centres = np.arange(0.1, 3.0, 0.2)
+    labels = np.zeros(len(centres), int)
+    labels[(centres > 1.4) & (centres < 1.6)] = 1  # one 0.2 s window of another speaker
+    labels[centres > 2.0] = 1
+    turns = windows_to_turns(centres, labels, speech, ["A", "B"], min_turn=0.3, duration=3.0)
+    assert [t.speaker for t in turns] == ["A", "B"]
+    assert turns[0].start == 0 and turns[-1].end == pytest.approx(3.0)
+
+
+def test_chunk_size_does_not_change_the_result(tiny_model):
+    model = load_model(tiny_model, "cpu")
+    a = embed_windows(EXAMPLE, model, PipelineConfig(chunk_seconds=60))
+    b = embed_windows(EXAMPLE, model, PipelineConfig(chunk_seconds=7.3))
+    assert np.array_equal(a.start, b.start)
+    np.testing.assert_allclose(a.embeddings, b.embeddings, atol=1e-5)
+
+
+def test_bundled_model_separates_the_example_speakers():
+    """End to end on the bundled model: the three synthetic voices of the example are found, and
+    most of the speech goes to the right speaker."""
+    result = diarize(EXAMPLE, device="cpu")
+    assert len(result.speakers) == 3
+    total = score(read_rttm("examples/meeting.rttm"), {"meeting": result.turns}, collar=0.5)[-1]
+    assert total["der"] < 0.25 and total["confusion"] < 0.15
+    assert result.speaker_embeddings.shape == (3, 256)
+    np.testing.assert_allclose(np.linalg.norm(result.speaker_embeddings, axis=1), 1, rtol=1e-5)
+
+
+def test_knowing_the_speaker_count_never_hurts_the_example():
+    free = diarize(EXAMPLE, device="cpu")
+    fixed = diarize(EXAMPLE, device="cpu", num_speakers=3)
+    ref = read_rttm("examples/meeting.rttm")
+    assert score(ref, {"meeting": fixed.turns})[-1]["der"] <= score(ref, {"meeting": free.turns})[-1]["der"] + 1e-9
