@@ -557,8 +557,10 @@ def benchmark(
     threads: Annotated[int, typer.Option(min=0, help="Torch CPU threads (0: torch's default).")] = 0,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON.")] = None,
 ) -> None:
-    """Time each stage (decode, features, speech detection, embeddings, clustering, output) and report
-    seconds per hour of audio, times faster than real time and peak memory.
+    """Time each stage of diarization; report speed and peak memory.
+
+    Stages: decode, features, speech detection, embeddings, clustering, output; figures: seconds per
+    hour of audio, times faster than real time, peak resident memory.
 
     Example: diarize benchmark --minutes 30 --json bench.json
     """

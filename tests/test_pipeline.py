@@ -15,7 +15,11 @@ from diarize.pipeline import PipelineConfig, diarize, embed_windows, windows_to_
 from diarize.vad import energy_speech, frame_energy_db
 from diarize.writers import read_rttm
 
-EXAMPLE = "examples/meeting.wav"
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLE = EXAMPLES / "meeting.wav"
+REFERENCE = EXAMPLES / "meeting.rttm"
 
 
 def blobs(sizes, dim=32, spread=0.15, seed=0):
@@ -106,7 +110,7 @@ def test_bundled_model_separates_the_example_speakers():
     most of the speech goes to the right speaker."""
     result = diarize(EXAMPLE, device="cpu")
     assert len(result.speakers) == 3
-    total = score(read_rttm("examples/meeting.rttm"), {"meeting": result.turns}, collar=0.5)[-1]
+    total = score(read_rttm(REFERENCE), {"meeting": result.turns}, collar=0.5)[-1]
     assert total["der"] < 0.25 and total["confusion"] < 0.15
     assert result.speaker_embeddings.shape == (3, 256)
     np.testing.assert_allclose(np.linalg.norm(result.speaker_embeddings, axis=1), 1, rtol=1e-5)
@@ -115,5 +119,5 @@ def test_bundled_model_separates_the_example_speakers():
 def test_knowing_the_speaker_count_never_hurts_the_example():
     free = diarize(EXAMPLE, device="cpu")
     fixed = diarize(EXAMPLE, device="cpu", num_speakers=3)
-    ref = read_rttm("examples/meeting.rttm")
+    ref = read_rttm(REFERENCE)
     assert score(ref, {"meeting": fixed.turns})[-1]["der"] <= score(ref, {"meeting": free.turns})[-1]["der"] + 1e-9
