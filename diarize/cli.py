@@ -11,10 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-app = typer.Typer(
-    help="Who spoke when: offline speaker diarization with a siamese KL speaker encoder.\n\n"
-         "Example: diarize cluster meeting.wav --out rttm",
-    no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="rich")
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="rich")
 console = Console(stderr=True, emoji=False)  # no emoji: ":x:" in a file name stays as it is
 
 

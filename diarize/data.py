@@ -118,7 +118,9 @@ def build_cache(data: Dataset, cache_dir: str | Path, workers: int = 1,
     if not index_path.exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
         offsets, lengths, speakers, skipped, total = [], [], [], [], 0
-        tmp = cache_dir / "frames.f16.tmp"
+        # temporary names per process: torchrun's processes (or two jobs sharing a cache) may build the
+        # same cache at once; each writes its own copy and renames it into place
+        tmp = cache_dir / f"frames.f16.{os.getpid()}.tmp"
         ctx = multiprocessing.get_context("spawn")
         with open(tmp, "wb") as out, ctx.Pool(workers) if workers > 1 else _Serial() as pool:
             for i, (result, spk) in enumerate(zip(pool.imap(_features, data.paths, chunksize=8),
@@ -136,7 +138,7 @@ def build_cache(data: Dataset, cache_dir: str | Path, workers: int = 1,
         os.replace(tmp, cache_dir / "frames.f16")
         index = {"offsets": offsets, "lengths": lengths, "speakers": speakers, "skipped": skipped,
                  "total": total}
-        tmp_index = cache_dir / "index.json.tmp"
+        tmp_index = cache_dir / f"index.json.{os.getpid()}.tmp"
         tmp_index.write_text(json.dumps(index))
         os.replace(tmp_index, index_path)  # the index appears last: its presence means the cache is whole
     index = json.loads(index_path.read_text())

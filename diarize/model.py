@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import torch
 from torch import nn
 
 from .hparams import N_MELS, WINDOW_FRAMES
+from .writers import atomic_write
 
 FORMAT_VERSION = 1
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -101,19 +101,11 @@ class SiameseKL(nn.Module):
 
 def save_checkpoint(path: str | Path, encoder: SpeakerEncoder, **extra) -> None:
     """Write {format_version, config, state_dict, **extra} atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in encoder.state_dict().items()}
     payload = {"format_version": FORMAT_VERSION, "config": dataclasses.asdict(encoder.config),
                "state_dict": state, **extra}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as f:
+        torch.save(payload, f)
 
 
 def available_models() -> list[str]:

@@ -155,8 +155,7 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
     optimizer = torch.optim.Adam(encoder.parameters(), lr=config.lr)
     if resume:
         optimizer.load_state_dict(ckpt["optimizer"])
-    # a Python float: a numpy scalar in the optimiser state would make last.pt unloadable (weights_only)
-    schedule = lambda k: float(0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(k, config.steps) / config.steps)))
+    schedule = lambda k: 0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(k, config.steps) / config.steps))
     model = torch.nn.parallel.DistributedDataParallel(encoder) if world > 1 else encoder
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -185,13 +184,17 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
             for group in optimizer.param_groups:
                 group["lr"] = float(config.lr * schedule(step))  # a numpy float would not load with weights_only
             if world > 1:  # each process embeds its slice; the loss sees every pair of the whole batch
-                mine = torch.tensor_split(torch.arange(len(x)), world)[rank]
-                log_p = torch.cat(torch.distributed.nn.functional.all_gather(model(x[mine].to(device))))
+                per = -(-len(x) // world)  # all_gather needs equal slices: the last ones are padded
+                mine = x[rank * per: (rank + 1) * per]
+                mine = torch.cat([mine, x[: per - len(mine)]])  # padding rows, dropped after the gather
+                log_p = torch.cat(torch.distributed.nn.functional.all_gather(model(mine.to(device))))[: len(x)]
             else:
                 log_p = model(x.to(device))
             loss, stats = kl_hinge_loss(log_p, labels.to(device), config.margin)
             optimizer.zero_grad(set_to_none=True)
-            (loss * world).backward()  # DDP averages over processes; each computed the whole loss
+            # each process computed the whole loss: all_gather's backward sums the processes' gradients for
+            # this slice (world x the true one), and DDP's average over processes divides that back out
+            loss.backward()
             optimizer.step()
             step += 1
             running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
@@ -208,6 +211,8 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
                     save_checkpoint(out_dir / "best.pt", encoder, step=step, metrics=metrics,
                                     train_config=dataclasses.asdict(config))
                 checkpoint(metrics)
+        if world > 1:  # leave together: a gloo process that tears down while another still works can abort
+            torch.distributed.barrier()
     except KeyboardInterrupt:
         if rank == 0:
             checkpoint(metrics)

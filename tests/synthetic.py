@@ -24,7 +24,7 @@ TRACT_RANGE = (0.78, 1.28)  # vocal-tract length factor (1/length): formants sca
 NEUTRAL = np.array([550.0, 1550.0, 2600.0])  # Hz: F1-F3 of a neutral vowel, average vocal tract
 BANDWIDTHS = np.array([80.0, 110.0, 160.0])  # Hz: average F1-F3 bandwidths
 VOWEL_SPREAD = np.array([0.15, 0.12, 0.05])  # fraction: how far a vowel moves each formant
-CHANNEL_DB = 6.0  # dB: largest boost or cut of a recording channel's EQ
+CHANNEL_DB = 9.0  # dB: largest boost or cut of a recording channel's EQ
 TOP = 5000.0  # Hz: highest harmonic synthesised
 CONTROL = 40  # samples (2.5 ms) between updates of the harmonic amplitudes
 
