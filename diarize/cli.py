@@ -113,7 +113,7 @@ def train(
                 bar.update(tasks["features"], completed=info["completed"], total=info["total"])
                 if info["completed"] == info["total"]:
                     bar.remove_task(tasks.pop("features"))
-            elif event == "data":
+            elif event == "data" and rank0:
                 split = info.get("split", "train")
                 console.print(f"{split}: {info['speakers']} speakers, {info['files']} files")
                 if info["skipped"]:

@@ -67,6 +67,9 @@ def _dist() -> tuple[int, int]:
     """(rank, world size) under torchrun; (0, 1) in a plain process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not torch.distributed.is_initialized():
+        # the optimiser imports torch._dynamo; imported after the process group exists, it keeps references
+        # to it, so the group outlives destroy_process_group and gloo can abort the process at exit
+        import torch._dynamo as _  # noqa: F401
         backend = "nccl" if torch.cuda.is_available() and os.environ.get("DIARIZE_BACKEND") != "gloo" else "gloo"
         torch.distributed.init_process_group(backend)
     return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
@@ -211,7 +214,11 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
                     save_checkpoint(out_dir / "best.pt", encoder, step=step, metrics=metrics,
                                     train_config=dataclasses.asdict(config))
                 checkpoint(metrics)
-        if world > 1:  # leave together: a gloo process that tears down while another still works can abort
+        if world > 1:
+            # drop what holds the process group (DDP, the last step's graph) and meet, so that
+            # destroy_process_group shuts gloo down while every process is there; torn down later (when
+            # train returns, or at exit) it can hang or abort the process
+            model = log_p = loss = None
             torch.distributed.barrier()
     except KeyboardInterrupt:
         if rank == 0:

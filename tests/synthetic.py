@@ -5,7 +5,7 @@ A speaker is a pitch, a vocal tract (three formants scaled by its length, each n
 their own bandwidths) and a voice quality (spectral tilt, breathiness). An utterance is a run of
 vowel-like syllables: the formants glide to a random vowel target around the speaker's own, the pitch
 follows a jittered, declining contour in this utterance's register, the level follows a syllable envelope;
-then a noise floor at 20-35 dB SNR and a recording channel (a smooth random EQ of up to +-6 dB) colour it.
+then a noise floor at 20-35 dB SNR and a recording channel (a smooth random EQ of up to +-9 dB) colour it.
 No single cue names a speaker: the channel and the vowels move the spectral envelope about as much as
 the vocal tract does, so averaging spectra (or an untrained encoder) tells speakers apart poorly.
 """

@@ -42,7 +42,9 @@ def few_voices(tmp_path_factory) -> Path:
 
 def test_training_learns_to_tell_speakers_it_never_heard_apart(voices, tmp_path):
     """The check the original Keras model failed (it stayed at chance). 600 steps of a tiny encoder take
-    about 15 s on one CPU thread; the held-out EER comes out near 3-7% (by seed), untrained near 15-19%."""
+    about 15 s on one CPU thread. Measured: held-out EER 3.0% trained, 16.3% untrained (other data and
+    training seeds: 2-8% trained, 15-19% untrained). 200 training speakers, not 20: with few speakers
+    the encoder learns them, not what tells speakers apart, and does no better than an untrained one."""
     tiny = EncoderConfig(lstm_hidden=32, dense=(32,), n_outputs=16)
     config = TrainConfig(steps=600, speakers_per_batch=12, windows_per_speaker=4, lr=1e-2, val_every=600)
     new = list_dataset(voices / "new")
