@@ -24,7 +24,7 @@ def _mel_centres() -> np.ndarray:
 def _speed(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """Resample (N, T, mel) windows as if played `factor` times faster: read `factor` frames per output
     frame, and at each mel centre f read the source at f / factor. Returns (N, 40, mel)."""
-    n, span, _ = x.shape
+    span = x.shape[1]
     centres = _mel_centres()
     t = torch.arange(WINDOW_FRAMES, dtype=torch.float32)[None, :] * factor[:, None]  # (N, 40) source frames
     src_bins = torch.stack([torch.from_numpy(np.interp(centres / float(f), centres, np.arange(N_MELS)))

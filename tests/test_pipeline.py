@@ -1,7 +1,6 @@
 """Inference: streaming features, speech detection, clustering and turns, and the bundled model end to end."""
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import pytest

@@ -165,7 +165,7 @@ def test_read_rttm_skips_blank_lines_comments_and_other_record_types(tmp_path):
 def test_read_rttm_names_the_file_and_line_of_a_malformed_line(tmp_path, bad):
     path = tmp_path / "ref.rttm"
     path.write_text(f"SPEAKER f 1 0 1 <NA> <NA> A <NA> <NA>\n;; note\n{bad}\n")
-    with pytest.raises(ValueError, match=rf"ref\.rttm:3: malformed"):
+    with pytest.raises(ValueError, match=r"ref\.rttm:3: malformed"):
         read_rttm(path)
 
 
