@@ -11,7 +11,7 @@ $(BIN)/diarize: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[test,vad]"
+	$(BIN)/pip install --quiet -e ".[test]"
 	touch $@
 
 demo: $(BIN)/diarize

@@ -27,7 +27,7 @@ Hook = Callable[..., None]
 class PipelineConfig:
     window_hop: float = 0.2  # seconds between the starts of successive 0.4 s windows
     segment_seconds: float = 1.2  # speech is cut into segments this long; each is one point to cluster
-    vad: str = "energy"  # speech detector: "energy" (log-mel power) or "silero"
+    vad: str = "silero"  # speech detector: "silero" (silero-vad) or "energy" (log-mel power)
     energy_threshold: float = 0.2  # energy detector: fraction of the way from noise floor to speech level
     silero_threshold: float = 0.2  # silero-vad: speech probability
     min_speech: float = 0.2  # seconds: shorter bursts are not speech

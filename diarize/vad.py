@@ -44,8 +44,12 @@ class SileroSpeech:
         try:
             from silero_vad import load_silero_vad
         except ImportError:
-            raise ValueError("--vad silero needs the silero-vad package: pip install 'kl-diarize[vad]'") from None
-        self.model = load_silero_vad()
+            raise ValueError("--vad silero needs the silero-vad package (pip install silero-vad), or use --vad energy") from None
+        try:  # the ONNX runtime runs the same model 2.6x faster here (202x vs 77x real time, one thread)
+            import onnxruntime  # noqa: F401
+            self.model = load_silero_vad(onnx=True)
+        except ImportError:
+            self.model = load_silero_vad()
         self.probs: list[np.ndarray] = []
 
     def __call__(self, chunk: np.ndarray) -> None:

@@ -22,7 +22,7 @@ for vad in energy silero; do
   done
 done
 
-# the same with the true number of speakers (--num-speakers), energy detector
+# the same with the true number of speakers (--num-speakers), default detector (silero)
 for set in conv real; do
   if [ "$set" = conv ]; then IN=~/dev_conv; else IN=$SHARED/data/dev; fi
   HYP="$OUT/$set-oracle"
