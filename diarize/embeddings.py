@@ -31,14 +31,13 @@ def collect_embeddings(files: list[Path], encoder: SpeakerEncoder, level: str = 
         rows["paths"] += [str(path)] * len(rows["start"][-1])
         rows["speakers"] += list(speakers) if speakers is not None else [""] * len(rows["start"][-1])
 
-    hop = max(1, int(round(config.window_hop * 100)))
     for path in files:
         if level in ("window", "file"):
             w = embed_windows(path, encoder, config)
             if level == "window":
                 add(w.embeddings, w.start, np.minimum(w.end, w.n_frames / 100), path)
             else:
-                idx = speech_windows(w, speech_mask(w, config), hop)
+                idx = speech_windows(w, speech_mask(w, config), config.hop_frames)
                 mean = w.embeddings[idx if len(idx) else slice(None)].mean(axis=0)
                 add(mean / max(np.linalg.norm(mean), 1e-12), 0.0, w.n_frames / 100, path)
         elif level in ("segment", "speaker"):

@@ -40,6 +40,10 @@ class PipelineConfig:
     batch_size: int = 256  # windows per forward pass
     chunk_seconds: float = 60.0  # audio decoded and featurised this much at a time
 
+    @property
+    def hop_frames(self) -> int:
+        return max(1, int(round(self.window_hop / FRAME_SECONDS)))
+
 
 @dataclass
 class Windows:
@@ -103,7 +107,7 @@ def embed_windows(path: str | Path, encoder: SpeakerEncoder, config: PipelineCon
     path = Path(path)
     duration = audio_duration(path)
     device = next(encoder.parameters()).device
-    hop = max(1, int(round(config.window_hop / FRAME_SECONDS)))
+    hop = config.hop_frames
     silero = SileroSpeech() if config.vad == "silero" else None
 
     def audio_chunks():
@@ -272,7 +276,7 @@ def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None 
                     timer: StageTimer | None = None) -> Diarization:
     """The steps after embedding: speech detection, segments, clustering, resegmentation, turns."""
     timer = timer if timer is not None else StageTimer()
-    hop = max(1, int(round(config.window_hop / FRAME_SECONDS)))
+    hop = config.hop_frames
     warnings = []
     with timer("speech detection"):
         speech = speech_mask(windows, config)
