@@ -79,14 +79,25 @@ class Diarization:
 
 
 class StageTimer(defaultdict):
+    """Seconds per stage. Stages nest (decoding runs inside the feature generator): time spent in an
+    inner stage is taken off the outer one, so the stages add up to the wall time."""
+
     def __init__(self):
         super().__init__(float)
+        self._open: list[str] = []
 
     @contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
         t0 = time.perf_counter()
-        yield
-        self[stage] += time.perf_counter() - t0
+        self._open.append(stage)
+        try:
+            yield
+        finally:
+            self._open.pop()
+            elapsed = time.perf_counter() - t0
+            self[stage] += elapsed
+            if self._open:
+                self[self._open[-1]] -= elapsed
 
 
 def _timed(items, timer: StageTimer, stage: str):

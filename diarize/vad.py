@@ -62,10 +62,13 @@ class SileroSpeech:
 @functools.lru_cache(maxsize=1)
 def _silero_model():
     """Loaded once per process: a batch of files shares it (each call of audio_forward resets its state)."""
+    threads = torch.get_num_threads()
     try:
-        from silero_vad import load_silero_vad
+        from silero_vad import load_silero_vad  # its import sets torch to one thread for the whole process
     except ImportError:
         raise ValueError("--vad silero needs the silero-vad package (pip install silero-vad), or use --vad energy") from None
+    finally:
+        torch.set_num_threads(threads)
     try:  # the ONNX runtime runs the same model 2.6x faster here (202x vs 77x real time, one thread)
         import onnxruntime  # noqa: F401
         return load_silero_vad(onnx=True)
