@@ -118,7 +118,9 @@ def same_times(a, b, tolerance=0.05):
 def test_any_sample_rate_is_resampled_and_times_stay_in_seconds(diarize, succeeds, make_audio, voices, tmp_path,
                                                                sr):
     at16k, other = make_audio("at16k.wav"), make_audio(f"at{sr}.wav", voices(sr=sr), sr=sr)
-    succeeds(diarize("cluster", at16k, other, "--out-dir", tmp_path))
+    # the energy detector: this is about time keeping across rates, and silero-vad's call on synthetic
+    # tones (not speech to it) moves by a frame or ten with the band limit of an 8 kHz recording
+    succeeds(diarize("cluster", at16k, other, "--out-dir", tmp_path, "--vad", "energy"))
     expected, got = turns_of(tmp_path / "at16k.rttm"), turns_of(tmp_path / f"at{sr}.rttm")
     assert got
     assert_valid_turns(got, 3.0)
