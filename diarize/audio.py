@@ -31,15 +31,19 @@ def load_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
 
 def to_mono_16k(wave: np.ndarray, file_sr: int, sr: int = SAMPLE_RATE) -> np.ndarray:
     """(samples, channels) or (samples,) at `file_sr` -> mono float32 at `sr`."""
-    wave = np.asarray(wave, dtype=np.float32)
-    if wave.ndim == 2:
-        wave = wave.mean(axis=1)
-    wave = np.nan_to_num(wave, nan=0.0, posinf=0.0, neginf=0.0)
+    wave = _mono(np.asarray(wave, dtype=np.float32))
     if file_sr != sr and len(wave):
         import librosa  # imported lazily: it is slow to import and only needed here
 
         wave = librosa.resample(wave, orig_sr=file_sr, target_sr=sr, res_type="soxr_hq")
     return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def _mono(wave: np.ndarray) -> np.ndarray:
+    """(samples, channels) or (samples,) -> (samples,) float32, channels averaged, NaN/Inf made silence."""
+    if wave.ndim == 2:
+        wave = wave.mean(axis=1)
+    return np.nan_to_num(wave, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32, copy=False)
 
 
 def audio_duration(path: str | Path) -> float:
@@ -68,11 +72,12 @@ def _mel_basis(device: str) -> torch.Tensor:
     return torch.from_numpy(basis).to(device)
 
 
-def log_mel(wave: np.ndarray | torch.Tensor, device: str = "cpu") -> torch.Tensor:
+def log_mel(wave: np.ndarray | torch.Tensor, device: str = "cpu", center: bool = True) -> torch.Tensor:
     """Log-mel power of a 16 kHz wave (or a batch of waves): (..., samples) -> (..., frames, mels).
 
-    Frames are centred (librosa's convention), so frame t covers samples around t * HOP_LENGTH.
-    The result is (time, mel): the network reads one row per 10 ms step.
+    Frames are centred (librosa's convention), so frame t covers samples around t * HOP_LENGTH; with
+    center=False frame t starts at sample t * HOP_LENGTH (for streamed chunks that carry their own
+    context). The result is (time, mel): the network reads one row per 10 ms step.
     """
     x = torch.as_tensor(wave, dtype=torch.float32, device=device)
     lead = x.shape[:-1]
@@ -80,7 +85,7 @@ def log_mel(wave: np.ndarray | torch.Tensor, device: str = "cpu") -> torch.Tenso
     if x.shape[-1] < N_FFT // 2 + 1:  # reflect padding needs a few samples; silence is the honest pad
         x = torch.nn.functional.pad(x, (0, N_FFT // 2 + 1 - x.shape[-1]))
     spec = torch.stft(x, N_FFT, HOP_LENGTH, window=torch.hann_window(N_FFT, device=device),
-                      center=True, pad_mode="reflect", return_complex=True)
+                      center=center, pad_mode="reflect", return_complex=True)
     power = spec.real.square() + spec.imag.square()  # (batch, freq, time)
     mel = torch.matmul(_mel_basis(str(device)), power)  # (batch, mel, time)
     out = torch.log(mel + LOG_FLOOR).transpose(1, 2)  # transpose, never reshape: (batch, time, mel)
@@ -104,7 +109,7 @@ def stream_audio(path: str | Path, chunk_seconds: float = 60.0) -> Iterator[np.n
             except Exception as e:
                 raise AudioError(f"{path}: corrupt audio data ({str(e).splitlines()[-1][:100]})") from None
             last = len(data) < block
-            mono = np.nan_to_num(data.mean(axis=1), nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+            mono = _mono(data)
             if resampler is not None:
                 mono = resampler.resample_chunk(mono, last=last)
             if len(mono):
@@ -139,17 +144,10 @@ def stream_log_mel(chunks: Iterable[np.ndarray]) -> Iterator[torch.Tensor]:
         pending = np.concatenate([pending, chunk])
         n = (len(pending) - N_FFT) // HOP_LENGTH + 1  # frames whose whole window is here
         if n > 0:
-            yield _frames(pending[: (n - 1) * HOP_LENGTH + N_FFT])
+            yield log_mel(pending[: (n - 1) * HOP_LENGTH + N_FFT], center=False)
             pending = pending[n * HOP_LENGTH:]
     # the right half-window of the last frame; librosa's count is 1 + samples // hop for the whole wave
     pending = np.concatenate([pending, np.zeros(pad, dtype=np.float32)])
     n = (len(pending) - N_FFT) // HOP_LENGTH + 1
     if n > 0:
-        yield _frames(pending[: (n - 1) * HOP_LENGTH + N_FFT])
-
-
-def _frames(wave: np.ndarray) -> torch.Tensor:
-    x = torch.from_numpy(wave)[None]
-    spec = torch.stft(x, N_FFT, HOP_LENGTH, window=torch.hann_window(N_FFT), center=False, return_complex=True)
-    mel = torch.matmul(_mel_basis("cpu"), spec.real.square() + spec.imag.square())
-    return torch.log(mel + LOG_FLOOR)[0].T  # transpose, never reshape: (time, mel)
+        yield log_mel(pending[: (n - 1) * HOP_LENGTH + N_FFT], center=False)

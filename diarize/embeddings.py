@@ -8,7 +8,6 @@ from typing import Callable
 
 import numpy as np
 
-from .audio import audio_duration
 from .model import SpeakerEncoder
 from .pipeline import PipelineConfig, diarize, embed_windows, speech_mask, speech_windows
 from .writers import atomic_write
@@ -26,8 +25,7 @@ def collect_embeddings(files: list[Path], encoder: SpeakerEncoder, level: str = 
     def add(emb, start, end, path, speakers=None):
         rows["embeddings"].append(np.asarray(emb, np.float32).reshape(-1, encoder.config.embedding_dim))
         rows["start"].append(np.atleast_1d(start))
-        # features count one 10 ms frame past the last sample (centred STFT): stop at the real end
-        rows["end"].append(np.minimum(np.atleast_1d(end), audio_duration(path)))
+        rows["end"].append(np.atleast_1d(end))
         rows["paths"] += [str(path)] * len(rows["start"][-1])
         rows["speakers"] += list(speakers) if speakers is not None else [""] * len(rows["start"][-1])
 
@@ -35,11 +33,12 @@ def collect_embeddings(files: list[Path], encoder: SpeakerEncoder, level: str = 
         if level in ("window", "file"):
             w = embed_windows(path, encoder, config)
             if level == "window":
-                add(w.embeddings, w.start, np.minimum(w.end, w.n_frames / 100), path)
+                # windows over the last frames reach a frame past the last sample: stop at the real end
+                add(w.embeddings, w.start, np.minimum(w.end, w.duration), path)
             else:
                 idx = speech_windows(w, speech_mask(w, config), config.hop_frames)
                 mean = w.embeddings[idx if len(idx) else slice(None)].mean(axis=0)
-                add(mean / max(np.linalg.norm(mean), 1e-12), 0.0, w.n_frames / 100, path)
+                add(mean / max(np.linalg.norm(mean), 1e-12), 0.0, w.duration, path)
         elif level in ("segment", "speaker"):
             d = diarize(path, encoder, config=config)
             if level == "segment":
