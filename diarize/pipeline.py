@@ -37,6 +37,7 @@ class PipelineConfig:
     min_cluster_size: int = 6  # segments; smaller HDBSCAN clusters join the nearest speaker
     smooth_windows: int = 5  # windows over which speaker similarities are averaged when relabelling
     min_turn: float = 0.3  # seconds: shorter turns are absorbed by their neighbours
+    max_pause: float = 0.8  # seconds: a speaker's pause this short stays inside the turn (as annotators mark it)
     batch_size: int = 256  # windows per forward pass
     chunk_seconds: float = 60.0  # audio decoded and featurised this much at a time
 
@@ -230,9 +231,10 @@ def segment_embeddings(windows: Windows, idx: np.ndarray, speech: np.ndarray, se
 
 
 def windows_to_turns(centres: np.ndarray, labels: np.ndarray, speech: np.ndarray, names: list[str],
-                     min_turn: float, duration: float) -> list[Turn]:
-    """Each speech frame takes the label of the nearest window centre; runs become turns, and turns
-    shorter than `min_turn` take their longer neighbour's speaker."""
+                     min_turn: float, duration: float, max_pause: float = 0.0) -> list[Turn]:
+    """Each speech frame takes the label of the nearest window centre; runs become turns, turns
+    shorter than `min_turn` take their longer neighbour's speaker, and a gap of at most `max_pause`
+    between two turns of one speaker joins them (a pause between speakers stays silence)."""
     frames = np.flatnonzero(speech)
     if not len(frames) or not len(centres):
         return []
@@ -257,6 +259,10 @@ def windows_to_turns(centres: np.ndarray, labels: np.ndarray, speech: np.ndarray
         pick = max((r for r in (prev, nxt) if r), key=lambda r: r[1] - r[0], default=None)
         if pick is not None:
             runs[i][2] = pick[2]
+    pause = int(round(max_pause / FRAME_SECONDS))
+    for prev, run in zip(runs, runs[1:]):  # runs are in time order
+        if prev[2] == run[2] and run[0] - prev[1] <= pause:
+            run[0] = prev[0]
     turns = [Turn(float(a * FRAME_SECONDS), float(min(b * FRAME_SECONDS, duration)), names[lab]) for a, b, lab in runs]
     return merge_turns(turns)
 
@@ -320,7 +326,7 @@ def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None 
         centroids = _normalise(np.stack([seg_emb[labels == j].mean(axis=0) for j in range(k)]))
         names = [f"SPEAKER_{k:02d}" for k in range(len(centroids))]
         centres = windows.start[idx] + WINDOW_FRAMES * FRAME_SECONDS / 2
-        turns = windows_to_turns(centres, win_labels, speech, names, config.min_turn, duration)
+        turns = windows_to_turns(centres, win_labels, speech, names, config.min_turn, duration, config.max_pause)
     used = sorted({t.speaker for t in turns})
     keep = [names.index(s) for s in used]
     seg_end = np.array([a for a in seg_start[1:]] + [duration])

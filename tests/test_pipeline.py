@@ -96,6 +96,17 @@ def test_short_turns_are_absorbed_by_their_neighbours():
     assert turns[0].start == 0 and turns[-1].end == pytest.approx(3.0)
 
 
+def test_a_short_pause_stays_inside_a_speakers_turn_but_not_between_speakers():
+    speech = np.ones(600, dtype=bool)  # 6 s: A speaks, pauses 0.5 s, speaks, pauses 0.5 s, then B
+    speech[150:200] = speech[350:400] = False
+    centres = np.arange(0.1, 6.0, 0.2)
+    labels = (centres > 4.0).astype(int)
+    turns = windows_to_turns(centres, labels, speech, ["A", "B"], min_turn=0.3, duration=6.0, max_pause=0.8)
+    assert [(t.speaker, t.start, t.end) for t in turns] == [("A", 0.0, 3.5), ("B", 4.0, 6.0)]
+    apart = windows_to_turns(centres, labels, speech, ["A", "B"], min_turn=0.3, duration=6.0, max_pause=0.3)
+    assert [t.speaker for t in apart] == ["A", "A", "B"]
+
+
 def test_chunk_size_does_not_change_the_result(tiny_model):
     model = load_model(tiny_model, "cpu")
     a = embed_windows(EXAMPLE, model, PipelineConfig(chunk_seconds=60))
