@@ -1,6 +1,7 @@
 """What the siamese KL comparison and the pairwise KL hinge loss promise, checked against hand-computed
 values: KL(p||q) = sum_k p_k log(p_k / q_k); same-speaker pairs are pulled together by their KL,
 different-speaker pairs pushed apart until their KL reaches the margin, each direction on its own."""
+import itertools
 import math
 
 import pytest
@@ -61,21 +62,24 @@ def test_loss_matches_a_hand_computed_batch(margin):
     """Windows P, Q of one speaker and R of another. At margin 1.2 KL(P||R) = 1.36 is past the margin
     while KL(R||P) = 1.15 is not: each direction of a pair is hinged on its own."""
     loss, stats = kl_hinge_loss(logs(P, Q, R), torch.tensor([0, 0, 1]), margin)
-    pull = (kl(P, Q) + kl(Q, P)) / 2  # the same-speaker ordered pairs
-    push = sum(max(0.0, margin - kl(a, b)) for a, b in [(P, R), (R, P), (Q, R), (R, Q)]) / 4
-    assert loss.item() == pytest.approx(pull + push, abs=1e-12)
+    pull = kl(P, Q) + kl(Q, P)  # the same-speaker ordered pairs
+    push = sum(max(0.0, margin - kl(a, b)) for a, b in [(P, R), (R, P), (Q, R), (R, Q)])
+    assert loss.item() == pytest.approx((pull + push) / 6, abs=1e-12)  # the mean over all 6 ordered pairs
     # statistics call a pair "same" when its symmetric KL is under the margin
     same = kl(P, Q) + kl(Q, P) < margin
     diff = [kl(P, R) + kl(R, P) >= margin, kl(Q, R) + kl(R, Q) >= margin]
     assert stats == {"same_acc": float(same), "diff_acc": sum(diff) / 2}
 
 
-def test_same_and_different_pairs_weigh_the_same_however_many_there_are():
-    # 1 same-speaker pair against 4 different ones: each group is averaged on its own, then added
+def test_every_pair_weighs_the_same_whichever_group_it_is_in():
+    # 1 same-speaker pair (2 ordered) among 6 pairs (12 ordered): the loss is the mean over all of them
     loss, _ = kl_hinge_loss(logs(P, P, R, Q), torch.tensor([0, 0, 1, 2]), margin=0.0)
     assert loss.item() == pytest.approx(0.0, abs=1e-12)
     loss, _ = kl_hinge_loss(logs(P, Q, R, R), torch.tensor([0, 0, 1, 2]), margin=0.0)
-    assert loss.item() == pytest.approx((kl(P, Q) + kl(Q, P)) / 2, abs=1e-12)
+    assert loss.item() == pytest.approx((kl(P, Q) + kl(Q, P)) / 12, abs=1e-12)
+    hinged, _ = kl_hinge_loss(logs(P, P, R, Q), torch.tensor([0, 0, 1, 2]), margin=5.0)
+    pushes = [(a, b) for a, b in itertools.permutations([P, P, R, Q], 2) if not (a == b == P)]
+    assert hinged.item() == pytest.approx(sum(5.0 - kl(a, b) for a, b in pushes) / 12, abs=1e-12)
 
 
 def peaked(*classes: int, k: int = 4, height: float = 5.0) -> torch.Tensor:
@@ -103,7 +107,7 @@ def test_the_hinge_acts_only_under_the_margin():
     assert grad_past.abs().max() < 1e-9  # past the margin a pair pushes no more
     under, _ = kl_hinge_loss(torch.log_softmax(logits, dim=1), labels, margin=kl_between + 0.5)
     (grad_under,) = torch.autograd.grad(under, logits)
-    assert under.item() == pytest.approx(0.5, abs=1e-9)
+    assert under.item() == pytest.approx(0.5 * 8 / 12, abs=1e-9)  # 8 of the 12 ordered pairs are 0.5 short
     assert grad_under.abs().max() > 1e-2
     # descending that gradient moves the two speakers apart
     stepped = torch.log_softmax(logits.detach() - 0.1 * grad_under, dim=1)
@@ -112,21 +116,29 @@ def test_the_hinge_acts_only_under_the_margin():
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_a_gradient_step_pulls_same_speaker_pairs_together_and_pushes_different_ones_apart(seed):
+    """Each role on its own: with speakers already past the margin only the pull acts; with each
+    speaker's windows already identical (no pull gradient) only the push acts."""
     torch.manual_seed(seed)
-    logits = torch.randn(6, 8, dtype=torch.float64, requires_grad=True)
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
     same = (labels[:, None] == labels[None, :]) & ~torch.eye(6, dtype=torch.bool)
     diff = labels[:, None] != labels[None, :]
 
-    def mean_kls(z):
-        kls = pairwise_kl(torch.log_softmax(z, dim=1))
-        return kls[same].mean().item(), kls[diff].mean().item()
+    def step(logits, margin):
+        logits = logits.clone().requires_grad_()
+        loss, _ = kl_hinge_loss(torch.log_softmax(logits, dim=1), labels, margin=margin)
+        loss.backward()
+        before = pairwise_kl(torch.log_softmax(logits.detach(), dim=1))
+        after = pairwise_kl(torch.log_softmax(logits.detach() - 0.5 * logits.grad, dim=1))
+        return before, after
 
-    loss, _ = kl_hinge_loss(torch.log_softmax(logits, dim=1), labels, margin=10.0)  # every pair under
-    loss.backward()
-    before, after = mean_kls(logits.detach()), mean_kls(logits.detach() - 0.05 * logits.grad)
-    assert after[0] < before[0]  # same speaker: closer
-    assert after[1] > before[1]  # different speakers: further apart
+    apart = peaked(0, 0, 1, 1, 2, 2, k=8) + 0.3 * torch.randn(6, 8, dtype=torch.float64)
+    before, after = step(apart, margin=2.0)
+    assert before[diff].min() > 2.0  # no pair pushes
+    assert after[same].mean() < before[same].mean()  # same speaker: closer
+    alike = torch.randn(3, 8, dtype=torch.float64).repeat_interleave(2, dim=0)
+    before, after = step(alike, margin=10.0)
+    assert before[same].abs().max() < 1e-12  # no pair pulls
+    assert after[diff].mean() > before[diff].mean()  # different speakers: further apart
 
 
 @pytest.mark.parametrize("labels", [[0, 1, 2], [3, 3, 3]], ids=["no-same-speaker-pair", "one-speaker"])
