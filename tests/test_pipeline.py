@@ -61,6 +61,17 @@ def test_clustering_estimates_the_speaker_count():
         assert len(set(zip(labels, truth))) == 3  # each cluster is one speaker
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_one_voice_is_one_speaker_however_hdbscan_splits_it(seed):
+    """Segments of one voice scatter around a single direction; density clustering still finds
+    'clusters' in the scatter (4 of these 5 fail without the silhouette check), and the silhouette of
+    that split is what says there is just one."""
+    x, _ = blobs([80], spread=1.0, seed=seed)
+    assert len(set(cluster_embeddings(x, method="hdbscan", min_cluster_size=6))) == 1
+    two, truth = blobs([40, 40], spread=1.0, seed=seed)
+    assert len(set(zip(cluster_embeddings(two, method="hdbscan", min_cluster_size=6), truth))) == 2
+
+
 def test_num_speakers_gives_exactly_that_many_and_min_max_bind():
     x, _ = blobs([30, 20, 25])
     assert len(set(cluster_embeddings(x, num_speakers=2))) == 2
