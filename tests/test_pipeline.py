@@ -73,7 +73,9 @@ def test_one_voice_is_one_speaker_however_hdbscan_splits_it(seed):
 
 
 def test_num_speakers_gives_exactly_that_many_and_min_max_bind():
-    x, _ = blobs([30, 20, 25])
+    x, truth = blobs([30, 20, 25])
+    labels = cluster_embeddings(x, num_speakers=3)
+    assert len(set(labels)) == 3 and len(set(zip(labels, truth))) == 3
     assert len(set(cluster_embeddings(x, num_speakers=2))) == 2
     assert len(set(cluster_embeddings(x, num_speakers=5))) == 5
     assert len(set(cluster_embeddings(x, max_speakers=2))) == 2
@@ -93,6 +95,8 @@ def test_no_segment_is_left_unlabelled_and_outliers_join_a_speaker():
 def test_long_inputs_cluster_a_sample_and_assign_the_rest():
     x, truth = blobs([1500, 1200, 800], seed=1)
     labels = cluster_embeddings(x, method="ahc", threshold=0.5, max_points=500)
+    assert len(set(labels)) == 3 and len(set(zip(labels, truth))) == 3
+    labels = cluster_embeddings(x, num_speakers=3)  # spectral clustering of a 1,000-point sample
     assert len(set(labels)) == 3 and len(set(zip(labels, truth))) == 3
 
 
