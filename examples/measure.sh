@@ -22,6 +22,22 @@ for vad in energy silero; do
   done
 done
 
+# the alternative clustering (AHC cut at a distance) with the default detector
+for set in conv real; do
+  if [ "$set" = conv ]; then IN=~/dev_conv; else IN=$SHARED/data/dev; fi
+  HYP="$OUT/$set-ahc"
+  diarize cluster "$IN" --model "$MODEL" --cluster ahc --out-dir "$HYP" --force --quiet
+  diarize evaluate "$IN" "$HYP" --json "$HYP.collar0.json"
+  diarize evaluate "$IN" "$HYP" --collar 0.25 --json "$HYP.collar025.json"
+done
+
+# one voice must come out as one speaker: six one-speaker recordings of dev speakers
+[ -d ~/dev_single ] || python "$(dirname "$0")/one_speaker.py" ~/corpus/dev.tsv ~/dev_single
+diarize cluster ~/dev_single --model "$MODEL" --out-dir "$OUT/single" --force --quiet
+for f in "$OUT"/single/*.rttm; do
+  echo "$(basename "$f"): $(awk '{print $8}' "$f" | sort -u | wc -l) speaker(s)"
+done | tee "$OUT/single-counts.txt"
+
 # the same with the true number of speakers (--num-speakers), default detector (silero)
 for set in conv real; do
   if [ "$set" = conv ]; then IN=~/dev_conv; else IN=$SHARED/data/dev; fi
