@@ -2,6 +2,8 @@
 threshold, or spectral clustering for a given count."""
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 
@@ -27,11 +29,8 @@ def cluster_embeddings(x: np.ndarray, method: str = "hdbscan", num_speakers: int
     if n <= 1:
         return np.zeros(n, dtype=int)
     if n > max_points:  # bounded time and memory on hours of audio
-        sample = np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
-        labels = np.full(n, -1)
-        labels[sample] = cluster_embeddings(x[sample], method, num_speakers, min_speakers, max_speakers,
-                                            threshold, min_cluster_size, seed, max_points)
-        return assign_to_nearest(x, labels)
+        return _on_sample(x, max_points, seed, lambda s: cluster_embeddings(
+            s, method, num_speakers, min_speakers, max_speakers, threshold, min_cluster_size, seed, max_points))
     if num_speakers is not None:
         return _spectral(x, min(num_speakers, n), seed)
     if method == "hdbscan":
@@ -73,10 +72,7 @@ def _spectral(x: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
     if n_clusters <= 1 or n_clusters >= n:
         return np.arange(n) if n_clusters >= n else np.zeros(n, dtype=int)
     if n > SPECTRAL_POINTS:
-        sample = np.sort(np.random.default_rng(seed).choice(n, size=SPECTRAL_POINTS, replace=False))
-        labels = np.full(n, -1)
-        labels[sample] = _spectral(x[sample], n_clusters, seed)
-        return assign_to_nearest(x, labels)
+        return _on_sample(x, SPECTRAL_POINTS, seed, lambda s: _spectral(s, n_clusters, seed))
     order = np.argsort(-(x @ x.T), axis=1)
     best = None
     for p in PRUNING:
@@ -110,6 +106,14 @@ def _hdbscan(x: np.ndarray, min_cluster_size: int, seed: int) -> np.ndarray:
     if labels.max() > 0 and silhouette_score(x, labels, metric="cosine") < MIN_SILHOUETTE:
         return np.zeros(n, dtype=int)
     return labels
+
+
+def _on_sample(x: np.ndarray, size: int, seed: int, cluster: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Cluster a seeded sample of `size` points; every other point joins the nearest centroid."""
+    sample = np.sort(np.random.default_rng(seed).choice(len(x), size=size, replace=False))
+    labels = np.full(len(x), -1)
+    labels[sample] = cluster(x[sample])
+    return assign_to_nearest(x, labels)
 
 
 def assign_to_nearest(x: np.ndarray, labels: np.ndarray, min_size: int = 1) -> np.ndarray:
