@@ -103,8 +103,14 @@ def _hdbscan(x: np.ndarray, min_cluster_size: int, seed: int) -> np.ndarray:
     if (labels < 0).all():
         return np.zeros(n, dtype=int)
     labels = assign_to_nearest(x, labels, min_size=size)
-    if labels.max() > 0 and silhouette_score(x, labels, metric="cosine") < MIN_SILHOUETTE:
-        return np.zeros(n, dtype=int)
+    # a split less clear than MIN_SILHOUETTE has one voice too many: merge the two closest speakers
+    # until it is clear, or until one speaker is left
+    while labels.max() > 0 and silhouette_score(x, labels, metric="cosine") < MIN_SILHOUETTE:
+        centroids = np.stack([x[labels == c].mean(axis=0) for c in range(labels.max() + 1)])
+        centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+        similarity = np.triu(centroids @ centroids.T, k=1) - np.tril(np.full((len(centroids),) * 2, np.inf))
+        a, b = np.unravel_index(similarity.argmax(), similarity.shape)
+        labels = _relabel(np.where(labels == b, a, labels))
     return labels
 
 
