@@ -34,7 +34,7 @@ class PipelineConfig:
     min_silence: float = 0.3  # seconds: shorter pauses are bridged
     cluster: str = "hdbscan"  # "hdbscan" or "ahc" when the speaker count is estimated
     ahc_threshold: float = 0.7  # cosine distance at which "ahc" stops merging (best of 0.5-0.9 on dev conversations)
-    min_cluster_size: int = 6  # segments; smaller HDBSCAN clusters join the nearest speaker
+    min_cluster_size: int = 5  # segments; smaller HDBSCAN clusters join the nearest speaker
     smooth_windows: int = 5  # windows over which speaker similarities are averaged when relabelling
     min_turn: float = 0.3  # seconds: shorter turns are absorbed by their neighbours
     max_pause: float = 0.8  # seconds: a speaker's pause this short stays inside the turn (as annotators mark it)
