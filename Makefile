@@ -15,7 +15,7 @@ $(BIN)/diarize: pyproject.toml
 	touch $@
 
 demo: $(BIN)/diarize
-	$(BIN)/diarize cluster examples/meeting.wav --num-speakers 3 --out-dir runs/demo --out all --force \
+	$(BIN)/diarize cluster examples/meeting.wav --out-dir runs/demo --out all --force \
 		--plot runs/demo/meeting.png --ref examples/meeting.rttm
 
 test: $(BIN)/diarize
