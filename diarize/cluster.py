@@ -112,7 +112,26 @@ def _hdbscan(x: np.ndarray, min_cluster_size: int, seed: int) -> np.ndarray:
         np.fill_diagonal(similarity, -np.inf)
         a, b = np.unravel_index(similarity.argmax(), similarity.shape)
         labels = _relabel(np.where(labels == b, a, labels))
-    return labels
+    return _split_clear(x, labels, size, seed) if labels.max() > 0 else labels
+
+
+def _split_clear(x: np.ndarray, labels: np.ndarray, min_size: int, seed: int) -> np.ndarray:
+    """The converse of merging, for voices HDBSCAN ran together: a speaker whose two halves (spectral)
+    hold at least `min_size` segments each and separate with silhouette >= MIN_SILHOUETTE is two."""
+    from sklearn.metrics import silhouette_score
+
+    speaker = 0
+    while speaker <= labels.max():
+        members = np.flatnonzero(labels == speaker)
+        if len(members) >= 2 * min_size:
+            halves = _spectral(x[members], 2, seed)
+            if (np.bincount(halves).min() >= min_size
+                    and silhouette_score(x[members], halves, metric="cosine") >= MIN_SILHOUETTE):
+                labels = labels.copy()
+                labels[members[halves == 1]] = labels.max() + 1
+                continue  # the half that kept the label may split again
+        speaker += 1
+    return _relabel(labels)
 
 
 def _on_sample(x: np.ndarray, size: int, seed: int, cluster: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:

@@ -72,6 +72,19 @@ def test_one_voice_is_one_speaker_however_hdbscan_splits_it(seed):
     assert len(set(zip(cluster_embeddings(two, method="hdbscan", min_cluster_size=6), truth))) == 2
 
 
+def test_two_voices_run_together_are_split_and_one_voice_is_not():
+    from diarize.cluster import _split_clear
+
+    x, truth = blobs([40, 40, 40], seed=3)
+    merged = np.minimum(truth, 1)  # the first two voices given one label, as an under-split would
+    labels = _split_clear(x, merged, min_size=5, seed=0)
+    assert len(set(labels)) == 3 and len(set(zip(labels, truth))) == 3
+    diffuse, _ = blobs([80], spread=1.0, seed=3)
+    two = np.concatenate([diffuse, x[80:]])  # one scattered voice and another voice
+    labels = _split_clear(two, np.repeat([0, 1], [80, 40]), min_size=5, seed=0)
+    assert labels.tolist() == np.repeat([0, 1], [80, 40]).tolist()
+
+
 def test_num_speakers_gives_exactly_that_many_and_min_max_bind():
     x, truth = blobs([30, 20, 25])
     labels = cluster_embeddings(x, num_speakers=3)
