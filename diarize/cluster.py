@@ -19,7 +19,8 @@ def cluster_embeddings(x: np.ndarray, method: str = "hdbscan", num_speakers: int
 
     `num_speakers` gives exactly that many (spectral, capped at the number of segments); otherwise `method`
     estimates the count: "hdbscan" (density clusters; its noise and clusters under `min_cluster_size`
-    segments join the nearest speaker; a split whose silhouette is under MIN_SILHOUETTE is one speaker)
+    segments join the nearest speaker; the closest speakers merge while the silhouette is under
+    MIN_SILHOUETTE, and a speaker whose two halves reach it splits)
     or "ahc" (average linkage cut at cosine distance `threshold`).
     An estimate outside [min_speakers, max_speakers] is redone by spectral clustering with the count clamped.
     """
@@ -97,7 +98,7 @@ def _hdbscan(x: np.ndarray, min_cluster_size: int, seed: int) -> np.ndarray:
     reduced = centred @ vt[: min(16, n - 1, vt.shape[0])].T
     size = max(2, min(min_cluster_size, n // 2))
     # HDBSCAN's own single-cluster option swallowed whole conversations (2 of 8 became one speaker);
-    # asking it for a split and judging the split's silhouette tells one voice from several
+    # asking it for a split and judging the split by its silhouette tells one voice from several
     labels = hdbscan.HDBSCAN(min_cluster_size=size, min_samples=1, cluster_selection_method="eom",
                              allow_single_cluster=False).fit_predict(reduced)
     if (labels < 0).all():
