@@ -107,8 +107,8 @@ def _hdbscan(x: np.ndarray, min_cluster_size: int, seed: int) -> np.ndarray:
     # a split less clear than MIN_SILHOUETTE has one voice too many: merge the two closest speakers
     # until it is clear, or until one speaker is left
     while labels.max() > 0 and silhouette_score(x, labels, metric="cosine") < MIN_SILHOUETTE:
-        centroids = _centroids(x, labels, range(labels.max() + 1))
-        similarity = centroids @ centroids.T
+        means = centroids(x, labels)
+        similarity = means @ means.T
         np.fill_diagonal(similarity, -np.inf)
         a, b = np.unravel_index(similarity.argmax(), similarity.shape)
         labels = _relabel(np.where(labels == b, a, labels))
@@ -147,14 +147,15 @@ def assign_to_nearest(x: np.ndarray, labels: np.ndarray, min_size: int = 1) -> n
     kept = [c for c in np.unique(labels) if c >= 0 and (labels == c).sum() >= min_size]
     if not kept:
         kept = [c for c in np.unique(labels) if c >= 0]
-    nearest = np.asarray(kept)[np.argmax(x @ _centroids(x, labels, kept).T, axis=1)]
+    nearest = np.asarray(kept)[np.argmax(x @ centroids(x, labels, kept).T, axis=1)]
     return _relabel(np.where(np.isin(labels, kept), labels, nearest))
 
 
-def _centroids(x: np.ndarray, labels: np.ndarray, which) -> np.ndarray:
-    """L2-normalised mean of each listed cluster, in order."""
-    centroids = np.stack([x[labels == c].mean(axis=0) for c in which])
-    return centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+def centroids(x: np.ndarray, labels: np.ndarray, which=None) -> np.ndarray:
+    """L2-normalised mean of each listed cluster (default: 0..max label), in order."""
+    which = range(labels.max() + 1) if which is None else which
+    means = np.stack([x[labels == c].mean(axis=0) for c in which])
+    return means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
 
 
 def _relabel(labels: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ import torch
 from scipy.ndimage import uniform_filter1d
 
 from .audio import audio_duration, load_audio_header, stream_audio, stream_log_mel
-from .cluster import cluster_embeddings
+from .cluster import centroids, cluster_embeddings
 from .hparams import FRAME_SECONDS, WINDOW_FRAMES
 from .model import SpeakerEncoder, load_model
 from .vad import SileroSpeech, energy_speech, frame_energy_db
@@ -316,15 +316,14 @@ def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None 
         seg_c, win_c = _normalise(seg_emb - centre), _normalise(windows.embeddings[idx] - centre)
         labels = cluster_embeddings(seg_c, config.cluster, num_speakers, min_speakers, max_speakers,
                                     config.ahc_threshold, config.min_cluster_size, seed)
-        k = labels.max() + 1
         # resegmentation: every speech window goes to its nearest speaker centroid, the similarities
         # first averaged over `smooth_windows` neighbours so that single stray windows do not flip
-        sims = win_c @ _normalise(np.stack([seg_c[labels == j].mean(axis=0) for j in range(k)])).T
+        sims = win_c @ centroids(seg_c, labels).T
         if config.smooth_windows > 1:
             sims = uniform_filter1d(sims, size=config.smooth_windows, axis=0, mode="nearest")
         win_labels = sims.argmax(axis=1)
-        centroids = _normalise(np.stack([seg_emb[labels == j].mean(axis=0) for j in range(k)]))
-        names = [f"SPEAKER_{k:02d}" for k in range(len(centroids))]
+        speaker_centroids = centroids(seg_emb, labels)
+        names = [f"SPEAKER_{k:02d}" for k in range(len(speaker_centroids))]
         centres = windows.start[idx] + WINDOW_FRAMES * FRAME_SECONDS / 2
         turns = windows_to_turns(centres, win_labels, speech, names, config.min_turn, duration, config.max_pause)
     used = sorted({t.speaker for t in turns})
@@ -332,5 +331,5 @@ def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None 
     seg_end = np.array([a for a in seg_start[1:]] + [duration])
     segments = {"start": seg_start, "end": np.minimum(seg_end, duration), "embeddings": seg_emb,
                 "labels": labels}
-    return Diarization(file_id, duration, turns, used, centroids[keep].astype(np.float32), segments, speech,
+    return Diarization(file_id, duration, turns, used, speaker_centroids[keep].astype(np.float32), segments, speech,
                        dict(timer), warnings)
