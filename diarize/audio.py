@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -135,19 +136,33 @@ def load_audio_header(path: Path) -> sf._SoundFileInfo:
     return info
 
 
-def stream_log_mel(chunks: Iterable[np.ndarray]) -> Iterator[torch.Tensor]:
+def frame_energy_db(wave: np.ndarray, center: bool = True) -> np.ndarray:
+    """Mean power of each 25 ms frame (the log-mel framing) in dB re a full-scale sine, from the samples
+    themselves: unlike the log-mels it has no floor, so quiet recordings keep their noise floor."""
+    wave = np.asarray(wave, dtype=np.float32)
+    if center:
+        wave = np.pad(wave, N_FFT // 2)
+    if len(wave) < N_FFT:
+        wave = np.pad(wave, (0, N_FFT - len(wave)))
+    frames = np.lib.stride_tricks.sliding_window_view(wave, N_FFT)[::HOP_LENGTH]
+    return 10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) / 0.5 + 1e-12)
+
+
+def stream_log_mel(chunks: Iterable[np.ndarray]) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
     """Log-mel frames of a chunked wave, identical to one centred STFT over the whole wave (zero-padded
-    at both ends): (frames, mels) per chunk, each frame emitted once."""
+    at both ends), with each frame's energy (`frame_energy_db`): ((frames, mels), (frames,)) per chunk,
+    each frame emitted once."""
     pad = N_FFT // 2
     pending = np.zeros(pad, dtype=np.float32)  # the left half-window of frame 0
-    for chunk in chunks:
+    last = False
+    for chunk in itertools.chain(chunks, [None]):
+        if chunk is None:  # the right half-window of the last frame (librosa's 1 + samples // hop frames)
+            chunk, last = np.zeros(pad, dtype=np.float32), True
         pending = np.concatenate([pending, chunk])
         n = (len(pending) - N_FFT) // HOP_LENGTH + 1  # frames whose whole window is here
         if n > 0:
-            yield log_mel(pending[: (n - 1) * HOP_LENGTH + N_FFT], center=False)
+            span = pending[: (n - 1) * HOP_LENGTH + N_FFT]
+            yield log_mel(span, center=False), frame_energy_db(span, center=False)
             pending = pending[n * HOP_LENGTH:]
-    # the right half-window of the last frame; librosa's count is 1 + samples // hop for the whole wave
-    pending = np.concatenate([pending, np.zeros(pad, dtype=np.float32)])
-    n = (len(pending) - N_FFT) // HOP_LENGTH + 1
-    if n > 0:
-        yield log_mel(pending[: (n - 1) * HOP_LENGTH + N_FFT], center=False)
+        if last:
+            return

@@ -17,7 +17,7 @@ from .audio import audio_duration, load_audio_header, stream_audio, stream_log_m
 from .cluster import centroids, cluster_embeddings
 from .hparams import FRAME_SECONDS, WINDOW_FRAMES
 from .model import SpeakerEncoder, load_model
-from .vad import SileroSpeech, energy_speech, frame_energy_db
+from .vad import SileroSpeech, above_floor, energy_speech
 from .writers import Turn, merge_turns
 
 Hook = Callable[..., None]
@@ -32,6 +32,7 @@ class PipelineConfig:
     silero_threshold: float = 0.1  # silero-vad: speech probability (0.1 beat 0.2 on both dev sets)
     min_speech: float = 0.2  # seconds: shorter bursts are not speech
     min_silence: float = 0.3  # seconds: shorter pauses are bridged
+    floor_margin: float | None = 3.0  # dB: frames this close to the noise floor are never speech (None: off)
     cluster: str = "hdbscan"  # "hdbscan" or "ahc" when the speaker count is estimated
     ahc_threshold: float = 0.7  # cosine distance at which "ahc" stops merging (best of 0.5-0.9 on dev conversations)
     min_cluster_size: int = 5  # segments; smaller HDBSCAN clusters join the nearest speaker
@@ -51,7 +52,7 @@ class Windows:
     """Embeddings of every window of a recording, with what speech detection needs."""
     embeddings: np.ndarray  # (N, D) float32, L2-normalised
     start: np.ndarray  # (N,) seconds
-    energy_db: np.ndarray  # (frames,) dB re full scale
+    energy_db: np.ndarray  # (frames,) dB re a full-scale sine, from the samples (no log-mel floor)
     n_frames: int
     duration: float  # seconds of audio (frames are centred, so n_frames * 10 ms runs a frame over)
     silero: SileroSpeech | None = None
@@ -133,9 +134,8 @@ def embed_windows(path: str | Path, encoder: SpeakerEncoder, config: PipelineCon
     pending = torch.zeros(0, encoder.config.n_mels)  # frames not yet covered by a full window
     offset = 0  # frame index of pending[0]
     recent = pending  # the last WINDOW_FRAMES frames seen, for the tail window
-    for frames in _timed(stream_log_mel(audio_chunks()), timer, "features"):
-        with timer("speech detection"):
-            energies.append(frame_energy_db(frames))
+    for frames, energy_db in _timed(stream_log_mel(audio_chunks()), timer, "features"):
+        energies.append(energy_db)
         pending = torch.cat([pending, frames])
         recent = torch.cat([recent, frames])[-WINDOW_FRAMES:]
         n = (len(pending) - WINDOW_FRAMES) // hop + 1
@@ -177,13 +177,22 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def speech_mask(windows: Windows, config: PipelineConfig) -> np.ndarray:
-    """(frames,) bool: where someone speaks."""
+def speech_mask(windows: Windows, config: PipelineConfig, heard: np.ndarray | None = None) -> np.ndarray:
+    """(frames,) bool: where someone speaks (the detector's speech above the noise floor, `heard`)."""
     if windows.silero is not None:
-        return windows.silero.speech(windows.n_frames, config.silero_threshold, config.min_speech, config.min_silence)
-    if config.vad != "energy":
+        speech = windows.silero.speech(windows.n_frames, config.silero_threshold, config.min_speech, config.min_silence)
+    elif config.vad == "energy":
+        speech = energy_speech(windows.energy_db, config.energy_threshold, config.min_speech, config.min_silence)
+    else:
         raise ValueError(f"unknown speech detector {config.vad!r}; use energy or silero")
-    return energy_speech(windows.energy_db, config.energy_threshold, config.min_speech, config.min_silence)
+    return speech & (audible(windows, config) if heard is None else heard)
+
+
+def audible(windows: Windows, config: PipelineConfig) -> np.ndarray:
+    """(frames,) bool: frames above the recording's noise floor (all of them when the check is off)."""
+    if config.floor_margin is None:
+        return np.ones(windows.n_frames, dtype=bool)
+    return above_floor(windows.energy_db, config.floor_margin)[: windows.n_frames]
 
 
 def regions(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -231,10 +240,12 @@ def segment_embeddings(windows: Windows, idx: np.ndarray, speech: np.ndarray, se
 
 
 def windows_to_turns(centres: np.ndarray, labels: np.ndarray, speech: np.ndarray, names: list[str],
-                     min_turn: float, duration: float, max_pause: float = 0.0) -> list[Turn]:
+                     min_turn: float, duration: float, max_pause: float = 0.0,
+                     heard: np.ndarray | None = None) -> list[Turn]:
     """Each speech frame takes the label of the nearest window centre; runs become turns, turns
     shorter than `min_turn` take their longer neighbour's speaker, and a gap of at most `max_pause`
-    between two turns of one speaker joins them (a pause between speakers stays silence)."""
+    between two turns of one speaker joins them (a pause between speakers stays silence), except
+    where the recording is at its noise floor (`heard` false)."""
     frames = np.flatnonzero(speech)
     if not len(frames) or not len(centres):
         return []
@@ -263,6 +274,8 @@ def windows_to_turns(centres: np.ndarray, labels: np.ndarray, speech: np.ndarray
     for prev, run in zip(runs, runs[1:]):  # runs are in time order
         if prev[2] == run[2] and run[0] - prev[1] <= pause:
             run[0] = prev[0]
+    if heard is not None:
+        runs = [(a + s, a + e, lab) for a, b, lab in runs for s, e in regions(heard[a:b])]
     turns = [Turn(float(a * FRAME_SECONDS), float(min(b * FRAME_SECONDS, duration)), names[lab]) for a, b, lab in runs]
     return merge_turns(turns)
 
@@ -296,7 +309,8 @@ def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None 
     hop = config.hop_frames
     warnings = []
     with timer("speech detection"):
-        speech = speech_mask(windows, config)
+        heard = audible(windows, config)
+        speech = speech_mask(windows, config, heard)
         idx = speech_windows(windows, speech, hop)
     dim = windows.embeddings.shape[1]
     empty = {"start": np.zeros(0), "end": np.zeros(0), "embeddings": np.zeros((0, dim), np.float32),
@@ -325,7 +339,7 @@ def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None 
         speaker_centroids = centroids(seg_emb, labels)
         names = [f"SPEAKER_{k:02d}" for k in range(len(speaker_centroids))]
         centres = windows.start[idx] + WINDOW_FRAMES * FRAME_SECONDS / 2
-        turns = windows_to_turns(centres, win_labels, speech, names, config.min_turn, duration, config.max_pause)
+        turns = windows_to_turns(centres, win_labels, speech, names, config.min_turn, duration, config.max_pause, heard)
     used = sorted({t.speaker for t in turns})
     keep = [names.index(s) for s in used]
     seg_end = np.array([a for a in seg_start[1:]] + [duration])

@@ -1,4 +1,4 @@
-"""Speech detection on 10 ms frames: silero-vad (default) or an energy detector on the log-mels."""
+"""Speech detection on 10 ms frames: silero-vad (default) or an energy detector, both kept off the noise floor."""
 from __future__ import annotations
 
 import functools
@@ -9,13 +9,9 @@ from scipy.ndimage import binary_closing, binary_opening, uniform_filter1d
 
 from .hparams import FRAME_SECONDS, HOP_LENGTH, SAMPLE_RATE
 
-ABSOLUTE_FLOOR_DB = -70.0  # frames quieter than this (re a full-scale sine) are never speech
+ABSOLUTE_FLOOR_DB = -70.0  # frames quieter than this (dB re a full-scale sine) are never speech
+FLOOR_BLIP = 0.05  # seconds: a stretch at (or off) the noise floor shorter than this is ignored
 SILERO_CHUNK = 512  # samples silero-vad scores at a time at 16 kHz (32 ms)
-
-
-def frame_energy_db(frames: torch.Tensor) -> np.ndarray:
-    """Total power of each log-mel frame in dB re a full-scale sine (so thresholds have units)."""
-    return (10 / np.log(10)) * (torch.logsumexp(frames, dim=1).numpy() - _FULL_SCALE_LOG_POWER)
 
 
 def energy_speech(energy_db: np.ndarray, threshold: float = 0.5, min_speech: float = 0.2,
@@ -29,6 +25,15 @@ def energy_speech(energy_db: np.ndarray, threshold: float = 0.5, min_speech: flo
     floor, peak = np.percentile(smooth, 10), np.percentile(smooth, 99)
     speech = (smooth > floor + threshold * (peak - floor)) & (smooth > ABSOLUTE_FLOOR_DB)
     return smooth_mask(speech, min_speech, min_silence)
+
+
+def above_floor(energy_db: np.ndarray, margin_db: float = 3.0) -> np.ndarray:
+    """Frames louder than the recording's noise floor (its quietest 1%) by `margin_db`: nobody speaks
+    at the floor, so whatever a detector or a bridged pause puts there is not speech."""
+    if len(energy_db) == 0:
+        return np.zeros(0, dtype=bool)
+    smooth = uniform_filter1d(energy_db, size=3, mode="nearest")
+    return smooth_mask(smooth > np.percentile(smooth, 1) + margin_db, FLOOR_BLIP, FLOOR_BLIP)
 
 
 def smooth_mask(speech: np.ndarray, min_speech: float, min_silence: float) -> np.ndarray:
@@ -74,13 +79,3 @@ def _silero_model():
         return load_silero_vad(onnx=True)
     except ImportError:
         return load_silero_vad()
-
-
-def _full_scale_log_power() -> float:
-    from .audio import log_mel
-
-    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
-    return float(torch.logsumexp(log_mel(np.sin(2 * np.pi * 1000 * t).astype(np.float32)), dim=1).median())
-
-
-_FULL_SCALE_LOG_POWER = _full_scale_log_power()

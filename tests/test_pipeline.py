@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from diarize.audio import log_mel, stream_log_mel
+from diarize.audio import frame_energy_db, log_mel, stream_log_mel
 from diarize.cluster import cluster_embeddings
 from diarize.evaluate import score
 from diarize.model import load_model
 from diarize.pipeline import PipelineConfig, diarize, embed_windows, windows_to_turns
-from diarize.vad import energy_speech, frame_energy_db
+from diarize.vad import above_floor, energy_speech
 from diarize.writers import read_rttm
 
 from pathlib import Path
@@ -33,9 +33,10 @@ def blobs(sizes, dim=32, spread=0.15, seed=0):
 def test_streamed_features_equal_one_pass_over_the_whole_wave():
     wave = np.random.default_rng(0).standard_normal(16000 * 3 + 77).astype(np.float32)
     chunks = [wave[:10000], wave[10000:30001], wave[30001:]]
-    streamed = torch.cat(list(stream_log_mel(chunks)))
-    whole = log_mel(wave)
+    mels, energies = zip(*stream_log_mel(chunks))
+    streamed, whole = torch.cat(mels), log_mel(wave)
     assert streamed.shape == whole.shape
+    assert np.allclose(np.concatenate(energies), frame_energy_db(wave), atol=1e-3)
     # the two edge frames differ only in padding (zeros when streaming, reflection in one pass)
     assert torch.allclose(streamed[2:-2], whole[2:-2], atol=1e-4)
 
@@ -46,11 +47,31 @@ def test_energy_detector_finds_bursts_and_ignores_silence():
     wave[16000:32000] = 0.3 * np.sin(2 * np.pi * 220 * t)  # 1-2 s
     wave[48000:56000] = 0.3 * np.sin(2 * np.pi * 330 * t[:8000])  # 3-3.5 s
     wave += 1e-4 * np.random.default_rng(0).standard_normal(len(wave)).astype(np.float32)
-    speech = energy_speech(frame_energy_db(log_mel(wave)))
+    speech = energy_speech(frame_energy_db(wave))
     seconds = np.flatnonzero(speech) / 100
     assert speech.sum() / 100 == pytest.approx(1.5, abs=0.1)
     assert seconds.min() == pytest.approx(1.0, abs=0.05) and seconds.max() == pytest.approx(3.5, abs=0.05)
-    assert not energy_speech(frame_energy_db(log_mel(np.zeros(16000, np.float32)))).any()
+    assert not energy_speech(frame_energy_db(np.zeros(16000, np.float32))).any()
+
+
+def test_energy_is_in_db_re_a_full_scale_sine_with_no_floor():
+    t = np.arange(16000) / 16000
+    assert np.median(frame_energy_db(np.sin(2 * np.pi * 1000 * t))) == pytest.approx(0.0, abs=0.1)
+    assert np.median(frame_energy_db(1e-5 * np.sin(2 * np.pi * 1000 * t))) == pytest.approx(-100.0, abs=0.1)
+
+
+def test_noise_floor_check_marks_pauses_in_quiet_and_loud_recordings():
+    rng = np.random.default_rng(0)
+    for gain in (1.0, 0.01):  # a -40 dB recording has the same floor-relative shape
+        wave = 1e-4 * rng.standard_normal(16000 * 3)  # the room
+        wave[8000:24000] += 0.1 * rng.standard_normal(16000)  # 0.5-1.5 s: somebody
+        wave[28000:40000] += 0.1 * rng.standard_normal(12000)  # 1.75-2.5 s: somebody, after a 0.25 s pause
+        heard = above_floor(frame_energy_db(gain * wave))
+        seconds = np.flatnonzero(heard) / 100
+        # each edge moves out by up to half a 25 ms frame plus one 10 ms smoothing step
+        assert heard.sum() / 100 == pytest.approx(1.75 + 4 * 0.025, abs=0.03)
+        assert not heard[155:170].any()  # the pause
+        assert seconds.min() == pytest.approx(0.5, abs=0.04) and seconds.max() == pytest.approx(2.5, abs=0.04)
 
 
 def test_clustering_estimates_the_speaker_count():
