@@ -11,7 +11,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from scipy.ndimage import uniform_filter1d
+from scipy.ndimage import binary_dilation, uniform_filter1d
 
 from .audio import audio_duration, load_audio_header, stream_audio, stream_log_mel
 from .cluster import centroids, cluster_embeddings
@@ -37,7 +37,8 @@ class PipelineConfig:
     ahc_threshold: float = 0.7  # cosine distance at which "ahc" stops merging (best of 0.5-0.9 on dev conversations)
     min_cluster_size: int = 5  # segments; smaller HDBSCAN clusters join the nearest speaker
     smooth_windows: int = 5  # windows over which speaker similarities are averaged when relabelling
-    min_turn: float = 0.3  # seconds: shorter turns are absorbed by their neighbours
+    min_turn: float = 0.5  # seconds: shorter turns are absorbed by their neighbours
+    speech_pad: float = 0.1  # seconds: turns reach this far past detected speech (not onto the noise floor)
     max_pause: float = 0.8  # seconds: a speaker's pause this short stays inside the turn (as annotators mark it)
     batch_size: int = 256  # windows per forward pass
     chunk_seconds: float = 60.0  # audio decoded and featurised this much at a time
@@ -339,6 +340,8 @@ def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None 
         speaker_centroids = centroids(seg_emb, labels)
         names = [f"SPEAKER_{k:02d}" for k in range(len(speaker_centroids))]
         centres = windows.start[idx] + WINDOW_FRAMES * FRAME_SECONDS / 2
+        # soft onsets and endings the detector cuts off belong to the turn; clustering kept to the core
+        speech = binary_dilation(speech, np.ones(2 * int(round(config.speech_pad / FRAME_SECONDS)) + 1, bool)) & heard
         turns = windows_to_turns(centres, win_labels, speech, names, config.min_turn, duration, config.max_pause, heard)
     used = sorted({t.speaker for t in turns})
     keep = [names.index(s) for s in used]
