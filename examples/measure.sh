@@ -38,6 +38,17 @@ for f in "$OUT"/single/*.rttm; do
   echo "$(basename "$f"): $(awk '{print $8}' "$f" | sort -u | wc -l) speaker(s)"
 done | tee "$OUT/single-counts.txt"
 
+# noise: the dev conversations again with white noise at 30, 20 and 10 dB SNR (simulate.py --snr)
+for snr in 30 20 10; do
+  IN=~/dev_conv_snr$snr
+  [ -d "$IN" ] || python "$SHARED/tools/simulate.py" --manifest ~/corpus/dev.tsv --root ~/corpus --out "$IN" \
+    -n 8 --seconds 120 --seed 1 --snr "$snr"
+  HYP="$OUT/conv-snr$snr"
+  diarize cluster "$IN" --model "$MODEL" --out-dir "$HYP" --force --quiet
+  diarize evaluate "$IN" "$HYP" --json "$HYP.collar0.json"
+  diarize evaluate "$IN" "$HYP" --collar 0.25 --json "$HYP.collar025.json"
+done
+
 # the same with the true number of speakers (--num-speakers), default detector (silero)
 for set in conv real; do
   if [ "$set" = conv ]; then IN=~/dev_conv; else IN=$SHARED/data/dev; fi

@@ -19,12 +19,13 @@ torch.set_num_threads(1)
 SR = 16000  # Hz
 
 
-def synthetic_voices(seconds: float = 3.0, sr: int = SR, speakers: int = 2, seed: int = 0) -> np.ndarray:
+def synthetic_voices(seconds: float = 3.0, sr: int = SR, speakers: int = 2, seed: int = 0,
+                     noise: float = 0.003) -> np.ndarray:
     """Synthetic speech: 0.6 s harmonic bursts (f0 110, 210, 320 Hz by speaker, in turn) every 0.9 s,
-    over a faint noise floor. Float32 mono in [-1, 1]."""
+    over a faint noise floor (`noise`: its RMS). Float32 mono in [-1, 1]."""
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * sr)) / sr
-    wave = 0.003 * rng.standard_normal(len(t))
+    wave = noise * rng.standard_normal(len(t))
     f0s = [110.0, 210.0, 320.0][:speakers]
     start, k = 0.1, 0
     while start + 0.6 <= seconds:
@@ -36,7 +37,7 @@ def synthetic_voices(seconds: float = 3.0, sr: int = SR, speakers: int = 2, seed
 
 @pytest.fixture
 def voices():
-    """voices(seconds=3.0, sr=16000, speakers=2, seed=0): the synthetic speech wave described above."""
+    """voices(seconds=3.0, sr=16000, speakers=2, seed=0, noise=0.003): the synthetic speech wave described above."""
     return synthetic_voices
 
 
