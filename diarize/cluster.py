@@ -7,6 +7,7 @@ from typing import Callable
 import numpy as np
 
 
+MIN_CLUSTER_SHARE = 0.02  # HDBSCAN's minimum cluster size is at least this share of the segments
 MAX_POINTS = 2000  # above this many segments, cluster a seeded sample and assign the rest to its centroids
 MIN_SILHOUETTE = 0.37  # a split into speakers less clear than this is one voice too many. Dev, bundled model:
 # the best split of one voice scores 0.15-0.34 (clean or in white noise), of 2-5 voices 0.43-0.84 clean and
@@ -21,7 +22,7 @@ def cluster_embeddings(x: np.ndarray, method: str = "hdbscan", num_speakers: int
 
     `num_speakers` gives exactly that many (spectral, capped at the number of segments); otherwise `method`
     estimates the count: "hdbscan" (density clusters; its noise and clusters under `min_cluster_size`
-    segments join the nearest speaker; the closest speakers merge while the silhouette is under
+    segments, or MIN_CLUSTER_SHARE of them if more, join the nearest speaker; the closest speakers merge while the silhouette is under
     MIN_SILHOUETTE, and a speaker whose two halves reach it splits)
     or "ahc" (average linkage cut at cosine distance `threshold`).
     An estimate outside [min_speakers, max_speakers] is redone by spectral clustering with the count clamped.
@@ -98,7 +99,9 @@ def _hdbscan(x: np.ndarray, min_cluster_size: int, seed: int) -> np.ndarray:
     centred = x - x.mean(axis=0)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
     reduced = centred @ vt[: min(16, n - 1, vt.shape[0])].T
-    size = max(2, min(min_cluster_size, n // 2))
+    # on long recordings a few segments make a "cluster" of one phrase: 110 of them on a 20-minute
+    # conversation of 4 (2-5% of the segments all gave 3-4 speakers)
+    size = max(2, min(max(min_cluster_size, round(MIN_CLUSTER_SHARE * n)), n // 2))
     # HDBSCAN's own single-cluster option swallowed whole conversations (2 of 8 became one speaker);
     # asking it for a split and judging the split by its silhouette tells one voice from several
     labels = hdbscan.HDBSCAN(min_cluster_size=size, min_samples=1, cluster_selection_method="eom",

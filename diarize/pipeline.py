@@ -35,7 +35,7 @@ class PipelineConfig:
     floor_margin: float | None = 3.0  # dB: frames this close to the noise floor are never speech (None: off)
     cluster: str = "hdbscan"  # "hdbscan" or "ahc" when the speaker count is estimated
     ahc_threshold: float = 0.7  # cosine distance at which "ahc" stops merging (best of 0.5-0.9 on dev conversations)
-    min_cluster_size: int = 5  # segments; smaller HDBSCAN clusters join the nearest speaker
+    min_cluster_size: int = 5  # segments (at least 2% of them); smaller HDBSCAN clusters join the nearest speaker
     smooth_windows: int = 5  # windows over which speaker similarities are averaged when relabelling
     min_turn: float = 0.5  # seconds: shorter turns are absorbed by their neighbours
     speech_pad: float = 0.1  # seconds: turns reach this far past detected speech (not onto the noise floor)

@@ -97,6 +97,22 @@ def test_one_voice_is_one_speaker_however_hdbscan_splits_it(seed):
     assert len(set(zip(cluster_embeddings(two, method="hdbscan", min_cluster_size=6), truth))) == 2
 
 
+def test_a_long_recording_of_repeated_phrases_is_not_one_speaker_per_phrase(monkeypatch):
+    """Three voices, each saying 60 phrases 5 times over: a minimum cluster size of a few segments
+    makes every phrase a speaker; one scaled to the recording's length does not."""
+    import diarize.cluster
+
+    rng = np.random.default_rng(0)
+    phrases, truth = blobs([60, 60, 60], spread=1.0, seed=1)
+    x = np.repeat(phrases, 5, axis=0) + 0.01 * rng.standard_normal((900, phrases.shape[1]))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    truth = np.repeat(truth, 5)
+    labels = cluster_embeddings(x, method="hdbscan", min_cluster_size=5)
+    assert len(set(labels)) == 3 and len(set(zip(labels, truth))) == 3
+    monkeypatch.setattr(diarize.cluster, "MIN_CLUSTER_SHARE", 0.0)
+    assert len(set(cluster_embeddings(x, method="hdbscan", min_cluster_size=5))) > 3
+
+
 def test_two_voices_run_together_are_split_and_one_voice_is_not():
     from diarize.cluster import _split_clear
 
