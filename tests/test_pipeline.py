@@ -113,6 +113,24 @@ def test_a_long_recording_of_repeated_phrases_is_not_one_speaker_per_phrase(monk
     assert len(set(cluster_embeddings(x, method="hdbscan", min_cluster_size=5))) > 3
 
 
+def test_two_tight_clusters_of_one_voice_are_one_speaker(monkeypatch):
+    """A voice whose segments form two tight, well-separated clusters (a clip said over and over):
+    the split is clear, but centroids at cosine ~0.85 are one voice."""
+    import diarize.cluster
+
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((2, 32))
+    a_too = a + 0.6 * rng.standard_normal(32) * np.linalg.norm(a) / np.sqrt(32)  # ~0.85 of a
+    x = np.concatenate([c + 0.05 * np.linalg.norm(c) * rng.standard_normal((60, 32)) / np.sqrt(32)
+                        for c in (a, a_too, b)])
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    truth = np.repeat([0, 0, 1], 60)
+    labels = cluster_embeddings(x, method="hdbscan", min_cluster_size=5)
+    assert len(set(labels)) == 2 and len(set(zip(labels, truth))) == 2
+    monkeypatch.setattr(diarize.cluster, "SAME_VOICE", 1.01)
+    assert len(set(cluster_embeddings(x, method="hdbscan", min_cluster_size=5))) == 3
+
+
 def test_two_voices_run_together_are_split_and_one_voice_is_not():
     from diarize.cluster import _split_clear
 
