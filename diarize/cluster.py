@@ -25,8 +25,9 @@ def cluster_embeddings(x: np.ndarray, method: str = "hdbscan", num_speakers: int
 
     `num_speakers` gives exactly that many (spectral, capped at the number of segments); otherwise `method`
     estimates the count: "hdbscan" (density clusters; its noise and clusters under `min_cluster_size`
-    segments, or MIN_CLUSTER_SHARE of them if more, join the nearest speaker; the closest speakers merge while the silhouette is under
-    MIN_SILHOUETTE, and a speaker whose two halves reach it splits)
+    segments, or MIN_CLUSTER_SHARE of them if more, join the nearest speaker; the closest speakers merge
+    while the silhouette is under MIN_SILHOUETTE, a speaker whose two halves reach it splits, and
+    speakers at SAME_VOICE similarity merge)
     or "ahc" (average linkage cut at cosine distance `threshold`).
     An estimate outside [min_speakers, max_speakers] is redone by spectral clustering with the count clamped.
     """
@@ -114,7 +115,10 @@ def _hdbscan(x: np.ndarray, min_cluster_size: int, seed: int) -> np.ndarray:
     labels = assign_to_nearest(x, labels, min_size=size)
     # a split less clear than MIN_SILHOUETTE has one voice too many: merge the two closest speakers
     # until it is clear, or until one speaker is left
-    labels = _merge_closest(x, labels, lambda labels, _: silhouette_score(x, labels, metric="cosine") < MIN_SILHOUETTE)
+    def unclear(labels: np.ndarray, _: float) -> bool:
+        return silhouette_score(x, labels, metric="cosine") < MIN_SILHOUETTE
+
+    labels = _merge_closest(x, labels, unclear)
     if labels.max() > 0:
         labels = _split_clear(x, labels, size, seed)
     # a clear split can still cut one voice into its phrases (a recording that repeats itself does)
