@@ -63,7 +63,7 @@ class SpeakerEncoder(nn.Module):
         # a constant window (digital silence) has std 0 and x - mean at rounding level, which a tiny
         # divisor would blow up differently on each device: CUDA and CPU embeddings then differed (cosine 0.23)
         std = x.std(dim=(1, 2), keepdim=True).clamp_min(1e-3)
-        return (x - mean) / std
+        return (x - mean) / (std + 1e-5)
 
     def hidden(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch, time, mel) -> (time-averaged 2nd BLSTM output, last hidden dense output)."""
