@@ -209,6 +209,23 @@ def test_chunk_size_does_not_change_the_result(tiny_model):
     np.testing.assert_allclose(a.embeddings, b.embeddings, atol=1e-5)
 
 
+def test_silero_on_its_own_thread_gives_the_speech_of_one_pass_and_puts_torch_threads_back(tiny_model):
+    """silero-vad scores 60 s chunks on a thread beside the embeddings, with torch one thread fewer meanwhile:
+    its probabilities are those of one pass over each chunk, and torch's thread count is as it was."""
+    from diarize.audio import stream_audio
+    from diarize.vad import SileroSpeech
+
+    torch.set_num_threads(2)
+    windows = embed_windows(EXAMPLE, load_model(tiny_model, "cpu"), PipelineConfig(chunk_seconds=7.3))
+    assert torch.get_num_threads() == 2
+    alone = SileroSpeech()
+    for chunk in stream_audio(EXAMPLE, 7.3):
+        alone(chunk)
+    assert len(windows.silero.probs) == len(alone.probs) > 1
+    for threaded, direct in zip(windows.silero.probs, alone.probs):
+        np.testing.assert_array_equal(threaded, direct)
+
+
 def test_bundled_model_separates_the_example_speakers():
     """End to end on the bundled model, told there are three voices: most of the speech goes to the
     right speaker."""
