@@ -144,8 +144,8 @@ def embed_windows(path: str | Path, encoder: SpeakerEncoder, config: PipelineCon
         scoring = None
         if silero is not None:
             # silero-vad scores the chunks on a thread of its own (its ONNX session releases the GIL) and a
-            # core of its own, while features and embeddings run here: 30 minutes on 2 cores took 12.6 s
-            # one after the other with two torch threads, 8.7 s side by side with one
+            # core of its own, while features and embeddings run here: 30 minutes on 2 cores took 13.8-14.2 s
+            # one after the other with two torch threads, 10.0-10.8 s side by side with one
             scoring = stack.enter_context(ThreadPoolExecutor(max_workers=1))
             stack.enter_context(torch_threads(max(1, torch.get_num_threads() - 1)))
         for frames, energy_db in _timed(stream_log_mel(audio_chunks(scoring)), timer, "features"):

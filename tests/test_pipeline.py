@@ -10,7 +10,7 @@ from diarize.audio import frame_energy_db, log_mel, stream_log_mel
 from diarize.cluster import cluster_embeddings
 from diarize.evaluate import score
 from diarize.model import load_model
-from diarize.pipeline import PipelineConfig, diarize, embed_windows, windows_to_turns
+from diarize.pipeline import PipelineConfig, diarize, embed_windows, torch_threads, windows_to_turns
 from diarize.vad import above_floor, energy_speech
 from diarize.writers import read_rttm
 
@@ -215,9 +215,9 @@ def test_silero_on_its_own_thread_gives_the_speech_of_one_pass_and_puts_torch_th
     from diarize.audio import stream_audio
     from diarize.vad import SileroSpeech
 
-    torch.set_num_threads(2)
-    windows = embed_windows(EXAMPLE, load_model(tiny_model, "cpu"), PipelineConfig(chunk_seconds=7.3))
-    assert torch.get_num_threads() == 2
+    with torch_threads(2):
+        windows = embed_windows(EXAMPLE, load_model(tiny_model, "cpu"), PipelineConfig(chunk_seconds=7.3))
+        assert torch.get_num_threads() == 2
     alone = SileroSpeech()
     for chunk in stream_audio(EXAMPLE, 7.3):
         alone(chunk)
