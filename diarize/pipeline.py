@@ -2,6 +2,7 @@
 speakers, relabel windows by speaker centroid and merge them into turns."""
 from __future__ import annotations
 
+import os
 import time
 from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,11 @@ from .vad import SileroSpeech, above_floor, energy_speech
 from .writers import Turn, merge_turns
 
 Hook = Callable[..., None]
-SILERO_BACKLOG = 2  # audio chunks (60 s each) that may wait for silero-vad: memory stays bounded
+SILERO_BACKLOG = 2  # audio chunks (60 s each) that may wait for each silero-vad thread: memory stays bounded
+# threads scoring silero-vad, a quarter of the cores. On 2 cores a second one was no faster (155-161x
+# against 159-168x real time on 30 min): the cores are busy with the embeddings; alone, silero-vad ran
+# 1.5x faster on two
+SILERO_THREADS = max(1, min(4, (os.cpu_count() or 1) // 4))
 
 
 @dataclass(frozen=True)
@@ -130,10 +135,10 @@ def embed_windows(path: str | Path, encoder: SpeakerEncoder, config: PipelineCon
     def audio_chunks(scoring: ThreadPoolExecutor | None):
         for chunk in _timed(stream_audio(path, config.chunk_seconds), timer, "decode"):
             if scoring is not None:
-                backlog.append(scoring.submit(silero, chunk))
-                if len(backlog) > SILERO_BACKLOG:
+                backlog.append(scoring.submit(SileroSpeech.score, chunk))
+                if len(backlog) > SILERO_BACKLOG * SILERO_THREADS:
                     with timer("speech detection"):
-                        backlog.popleft().result()
+                        silero.add(backlog.popleft().result())
             yield chunk
 
     embeddings, starts, energies = [], [], []
@@ -143,11 +148,11 @@ def embed_windows(path: str | Path, encoder: SpeakerEncoder, config: PipelineCon
     with ExitStack() as stack:
         scoring = None
         if silero is not None:
-            # silero-vad scores the chunks on a thread of its own (its ONNX session releases the GIL) and a
-            # core of its own, while features and embeddings run here: 30 minutes on 2 cores took 13.8-14.2 s
-            # one after the other with two torch threads, 10.0-10.8 s side by side with one
-            scoring = stack.enter_context(ThreadPoolExecutor(max_workers=1))
-            stack.enter_context(torch_threads(max(1, torch.get_num_threads() - 1)))
+            # silero-vad scores the chunks on threads and cores of its own (its ONNX session releases the
+            # GIL) while features and embeddings run here: 30 minutes on 2 cores took 13.8-14.2 s one after
+            # the other with two torch threads, 10.0-10.8 s side by side with one
+            scoring = stack.enter_context(ThreadPoolExecutor(max_workers=SILERO_THREADS))
+            stack.enter_context(torch_threads(max(1, torch.get_num_threads() - SILERO_THREADS)))
         for frames, energy_db in _timed(stream_log_mel(audio_chunks(scoring)), timer, "features"):
             energies.append(energy_db)
             pending = torch.cat([pending, frames])
@@ -163,7 +168,7 @@ def embed_windows(path: str | Path, encoder: SpeakerEncoder, config: PipelineCon
                 hook("embed", completed=min(duration, (offset + len(pending)) * FRAME_SECONDS), total=duration)
         with timer("speech detection"):  # what silero-vad has left to do once the embeddings are done
             for job in backlog:
-                job.result()
+                silero.add(job.result())
     n_frames = offset + len(pending)
     if n_frames and (not starts or starts[-1][-1] + WINDOW_FRAMES < n_frames):
         # the tail after the last full window (or a recording under one window): one last window, padded

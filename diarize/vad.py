@@ -1,7 +1,9 @@
 """Speech detection on 10 ms frames: silero-vad (default) or an energy detector, both kept off the noise floor."""
 from __future__ import annotations
 
-import functools
+import queue
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -53,17 +55,30 @@ def smooth_mask(speech: np.ndarray, min_speech: float, min_silence: float) -> np
 
 
 class SileroSpeech:
-    """silero-vad (the pip package ships its model) scored chunk by chunk as audio streams past."""
+    """silero-vad (the pip package ships its model) scored chunk by chunk as audio streams past. Each chunk
+    is scored from a fresh state, so several threads may score chunks at once (`score`) while the
+    probabilities are kept in chunk order (`add`)."""
 
     def __init__(self):
-        self.model = _silero_model()
+        with _silero_model():  # loaded now: a missing package is an error before any audio is read
+            pass
         self.probs: list[np.ndarray] = []
 
-    def __call__(self, chunk: np.ndarray) -> None:
+    @staticmethod
+    def score(chunk: np.ndarray) -> np.ndarray:
+        """Speech probability of each 32 ms of the chunk (a partial last 32 ms is not scored)."""
         n = len(chunk) // SILERO_CHUNK * SILERO_CHUNK
-        if n:
-            with torch.inference_mode():
-                self.probs.append(self.model.audio_forward(torch.from_numpy(chunk[:n]), SAMPLE_RATE)[0].numpy())
+        if not n:
+            return np.zeros(0, dtype=np.float32)
+        with torch.inference_mode(), _silero_model() as model:
+            return model.audio_forward(torch.from_numpy(chunk[:n]), SAMPLE_RATE)[0].numpy()
+
+    def add(self, probs: np.ndarray) -> None:
+        if len(probs):
+            self.probs.append(probs)
+
+    def __call__(self, chunk: np.ndarray) -> None:
+        self.add(self.score(chunk))
 
     def speech(self, n_frames: int, threshold: float = 0.5, min_speech: float = 0.2,
                min_silence: float = 0.3) -> np.ndarray:
@@ -72,9 +87,24 @@ class SileroSpeech:
         return smooth_mask(probs[idx] > threshold, min_speech, min_silence)
 
 
-@functools.lru_cache(maxsize=1)
-def _silero_model():
-    """Loaded once per process: a batch of files shares it (each call of audio_forward resets its state)."""
+_idle_models: queue.SimpleQueue = queue.SimpleQueue()  # loaded silero-vad models that no thread is using
+
+
+@contextmanager
+def _silero_model() -> Iterator:
+    """A silero-vad model for this thread alone (audio_forward keeps its state in the model): taken from
+    the idle ones, loaded when none is idle, so a process loads one per thread that scores at once."""
+    try:
+        model = _idle_models.get_nowait()
+    except queue.Empty:
+        model = _load_silero()
+    try:
+        yield model
+    finally:
+        _idle_models.put(model)
+
+
+def _load_silero():
     threads = torch.get_num_threads()
     try:
         from silero_vad import load_silero_vad  # its import sets torch to one thread for the whole process

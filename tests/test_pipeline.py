@@ -209,19 +209,24 @@ def test_chunk_size_does_not_change_the_result(tiny_model):
     np.testing.assert_allclose(a.embeddings, b.embeddings, atol=1e-5)
 
 
-def test_silero_on_its_own_thread_gives_the_speech_of_one_pass_and_puts_torch_threads_back(tiny_model):
-    """silero-vad scores 60 s chunks on a thread beside the embeddings, with torch one thread fewer meanwhile:
-    its probabilities are those of one pass over each chunk, and torch's thread count is as it was."""
+@pytest.mark.parametrize("silero_threads", [1, 3])
+def test_silero_on_threads_of_its_own_gives_the_speech_of_one_pass_and_puts_torch_threads_back(
+        tiny_model, monkeypatch, silero_threads):
+    """silero-vad scores chunks on threads beside the embeddings, with torch that many threads fewer
+    meanwhile: its probabilities are those of one pass over each chunk, in order, and torch's thread count
+    is as it was."""
+    import diarize.pipeline
     from diarize.audio import stream_audio
     from diarize.vad import SileroSpeech
 
+    monkeypatch.setattr(diarize.pipeline, "SILERO_THREADS", silero_threads)
     with torch_threads(2):
         windows = embed_windows(EXAMPLE, load_model(tiny_model, "cpu"), PipelineConfig(chunk_seconds=7.3))
         assert torch.get_num_threads() == 2
     alone = SileroSpeech()
     for chunk in stream_audio(EXAMPLE, 7.3):
         alone(chunk)
-    assert len(windows.silero.probs) == len(alone.probs) > 1
+    assert len(windows.silero.probs) == len(alone.probs) > 2 * silero_threads
     for threaded, direct in zip(windows.silero.probs, alone.probs):
         np.testing.assert_array_equal(threaded, direct)
 
