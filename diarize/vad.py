@@ -34,16 +34,23 @@ def energy_speech(energy_db: np.ndarray, threshold: float = 0.5, min_speech: flo
 
 def above_floor(energy_db: np.ndarray, margin_db: float = 3.0) -> np.ndarray:
     """Frames louder than the recording's noise floor (its quietest 1%) by `margin_db`: nobody speaks
-    at the floor, so whatever a detector or a bridged pause puts there is not speech. Where loud speech
-    (the 95th percentile) is under FLOOR_RANGE_DB above the floor, soft speech sits at the floor too, and
-    every frame passes."""
+    at the floor, so whatever a detector or a bridged pause puts there is not speech. In a noisy
+    recording soft speech sits at the floor too, and every frame passes."""
     if len(energy_db) == 0:
         return np.zeros(0, dtype=bool)
-    smooth = uniform_filter1d(energy_db, size=3, mode="nearest")
-    floor, loud = np.percentile(smooth, [1, 95])
-    if loud - floor < FLOOR_RANGE_DB:
+    if is_noisy(energy_db):
         return np.ones(len(energy_db), dtype=bool)
-    return smooth_mask(smooth > floor + margin_db, FLOOR_BLIP, FLOOR_BLIP)
+    smooth = uniform_filter1d(energy_db, size=3, mode="nearest")
+    return smooth_mask(smooth > np.percentile(smooth, 1) + margin_db, FLOOR_BLIP, FLOOR_BLIP)
+
+
+def is_noisy(energy_db: np.ndarray) -> bool:
+    """Loud speech (the 95th percentile of frame energy) is under FLOOR_RANGE_DB above the noise floor
+    (the quietest 1%)."""
+    if len(energy_db) == 0:
+        return False
+    floor, loud = np.percentile(uniform_filter1d(energy_db, size=3, mode="nearest"), [1, 95])
+    return bool(loud - floor < FLOOR_RANGE_DB)
 
 
 def smooth_mask(speech: np.ndarray, min_speech: float, min_silence: float) -> np.ndarray:

@@ -10,8 +10,9 @@ from diarize.audio import frame_energy_db, log_mel, stream_log_mel
 from diarize.cluster import cluster_embeddings
 from diarize.evaluate import score
 from diarize.model import load_model
-from diarize.pipeline import PipelineConfig, diarize, embed_windows, torch_threads, windows_to_turns
-from diarize.vad import above_floor, energy_speech
+from diarize.pipeline import (PipelineConfig, diarize, diarize_windows, embed_windows, segment_embeddings,
+                              torch_threads, windows_to_turns)
+from diarize.vad import above_floor, energy_speech, is_noisy
 from diarize.writers import read_rttm
 
 from pathlib import Path
@@ -76,6 +77,28 @@ def test_noise_floor_check_marks_pauses_in_quiet_and_loud_recordings():
     noisy = 0.03 * rng.standard_normal(16000 * 3)
     noisy[8000:24000] += 0.1 * rng.standard_normal(16000)
     assert above_floor(frame_energy_db(noisy)).all()
+
+
+@pytest.mark.parametrize("noise, noisy", [(0.0003, False), (0.01, True)])
+def test_a_noisy_recording_is_cut_into_longer_segments(tiny_model, voices, make_audio, monkeypatch, noise, noisy):
+    """Loud speech under 40 dB above the floor (56 dB clean here, 26 dB noisy): each window's embedding is
+    noisier, so segments average more of them (noisy_segment_seconds, 2.4 s, not 1.2 s)."""
+    import diarize.pipeline
+
+    asked = []
+
+    def segments(windows, idx, speech, seconds):
+        asked.append(seconds)
+        return segment_embeddings(windows, idx, speech, seconds)
+
+    monkeypatch.setattr(diarize.pipeline, "segment_embeddings", segments)
+    path = make_audio("talk.wav", voices(seconds=10, noise=noise))
+    config = PipelineConfig(vad="energy")
+    windows = embed_windows(path, load_model(tiny_model, "cpu"), config)
+    assert is_noisy(windows.energy_db) == noisy
+    diarize_windows(windows, "talk", config=config)
+    assert asked == [config.noisy_segment_seconds if noisy else config.segment_seconds]
+    assert config.noisy_segment_seconds == 2.4 and config.segment_seconds == 1.2
 
 
 def test_clustering_estimates_the_speaker_count():
