@@ -38,7 +38,7 @@ class PipelineConfig:
     # embedding is noisier and more of them are averaged: white noise at 10 / 20 / 30 dB SNR, the 8 dev
     # conversations 35.2 / 24.4 / 17.8% -> 26.7 / 17.9 / 13.9% DER, 16 others at 10 / 30 dB 42.8 / 23.0% ->
     # 33.7 / 16.6% (2.0 s split a noisy one-speaker recording, 1.6 s gained less); clean ones are not noisy
-    vad: str = "silero"  # speech detector: "silero" (silero-vad) or "energy" (log-mel power)
+    vad: str = "silero"  # speech detector: "silero" (silero-vad) or "energy" (frame energy of the samples)
     energy_threshold: float = 0.2  # energy detector: fraction of the way from noise floor to speech level
     silero_threshold: float = 0.1  # silero-vad: speech probability (0.1 beat 0.2 on both dev sets)
     min_speech: float = 0.2  # seconds: shorter bursts are not speech
