@@ -49,6 +49,21 @@ for snr in 30 20 10; do
   diarize evaluate "$IN" "$HYP" --collar 0.25 --json "$HYP.collar025.json"
 done
 
+# telephone band: the dev conversations resampled to 8 kHz (examples/telephone.py), estimated and true count
+IN=~/dev_conv_8k
+[ -d "$IN" ] || python "$(dirname "$0")/telephone.py" ~/dev_conv "$IN"
+for count in estimated true; do
+  HYP="$OUT/conv-8k-$count"
+  mkdir -p "$HYP"
+  for ref in "$IN"/*.rttm; do
+    k=()
+    [ "$count" = true ] && k=(--num-speakers "$(awk '{print $8}' "$ref" | sort -u | wc -l)")
+    diarize cluster "${ref%.rttm}.wav" --model "$MODEL" "${k[@]}" --out-dir "$HYP" --force --quiet
+  done
+  diarize evaluate "$IN" "$HYP" --json "$HYP.collar0.json"
+  diarize evaluate "$IN" "$HYP" --collar 0.25 --json "$HYP.collar025.json"
+done
+
 # the same with the true number of speakers (--num-speakers), default detector (silero)
 for set in conv real; do
   if [ "$set" = conv ]; then IN=~/dev_conv; else IN=$SHARED/data/dev; fi
