@@ -22,7 +22,7 @@ test: $(BIN)/diarize
 	$(BIN)/python -m pytest -q
 
 benchmark: $(BIN)/diarize
-	$(BIN)/diarize benchmark --minutes 30 --json runs/benchmark-30min.json
+	$(BIN)/diarize benchmark --minutes 30 --json runs/benchmark-30min.json --force
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

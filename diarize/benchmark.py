@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from .audio import load_audio
+from .audio import audio_duration, load_audio
 from .hparams import SAMPLE_RATE
 from .pipeline import PipelineConfig, diarize
 from .writers import write_turns
@@ -44,7 +44,7 @@ def run_benchmark(audio: str | Path, model=None, device: str = "auto",
     from .model import load_model
 
     encoder = model if hasattr(model, "embed") else load_model(model, device)
-    duration = sf.info(str(audio)).duration
+    duration = audio_duration(audio)
     start = time.perf_counter()
     result = diarize(audio, encoder, config=config)
     t0 = time.perf_counter()

@@ -54,7 +54,7 @@ def train(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for last.pt, best.pt, log.jsonl and the "
                                                          "feature cache.")] = Path("runs/encoder"),
     val: Annotated[Optional[Path], typer.Option(help="Validation speakers: a folder or manifest.")] = None,
-    val_speakers: Annotated[int, typer.Option(help="Hold out this many speakers of DATA for validation "
+    val_speakers: Annotated[int, typer.Option(min=0, help="Hold out this many speakers of DATA for validation "
                                                     "when --val is not given (0: none).")] = 0,
     steps: Annotated[int, typer.Option(min=1, help="Optimiser steps in all.")] = 3000,
     speakers_per_batch: Annotated[int, typer.Option(min=2, help="S: speakers in a batch.")] = 32,
@@ -76,6 +76,7 @@ def train(
     workers: Annotated[int, typer.Option(min=1, help="Processes computing features.")] = 1,
     threads: Annotated[int, typer.Option(min=0, help="Torch CPU threads (0: torch's default).")] = 0,
     cache: Annotated[Optional[Path], typer.Option(help="Feature cache folder (default: OUT/features).")] = None,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Start over in an OUT that holds a run.")] = False,
 ) -> None:
     """Train a siamese KL speaker encoder.
 
@@ -89,6 +90,13 @@ def train(
 
     if threads:
         torch.set_num_threads(threads)
+    for folder in (out, cache):
+        if folder is not None and folder.exists() and not folder.is_dir():
+            fail(f"{folder}: is a file, not a folder")
+    held = [p for p in (out / "last.pt", out / "best.pt") if p.exists()]
+    if held and not resume and not force:
+        fail(f"{out} holds a training run ({held[0].name}): continue it with --resume {out / 'last.pt'}, or "
+             f"start over with --force")
     try:
         dev = pick_device(device)
         train_data = list_dataset(data)
@@ -141,9 +149,13 @@ def train(
             raise typer.Exit(130)
         except (DataError, ModelError, ValueError) as e:
             fail(str(e))
+        except OSError as e:
+            fail(f"{e.filename}: {e.strerror}")
     if rank0:
-        console.print(f"done: {summary['step']} steps in {summary['seconds']:.0f} s; best val EER "
-                      f"{100 * summary['best_eer']:.2f}%; model {out / 'best.pt'}")
+        best = summary["best_eer"]
+        figure = f"best val EER {100 * best:.2f}%" if best < float("inf") else "no validation"
+        console.print(f"done: {summary['step']} steps in {summary['seconds']:.0f} s; {figure}; "
+                      f"model {out / 'best.pt'}")
 
 
 class VAD(str, enum.Enum):
@@ -166,6 +178,8 @@ class Level(str, enum.Enum):
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model name in models/ or a .pt path "
                                                                           "(default: the bundled model).")]
 BatchOpt = Annotated[int, typer.Option(min=1, help="Windows per forward pass.")]
+HopOpt = Annotated[float, typer.Option(min=0.01, max=0.4, help="Seconds between window starts (at most the "
+                                                                "0.4 s window).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")]
 
 
@@ -182,7 +196,8 @@ def audio_inputs(paths: list[Path]) -> list[Path]:
             out += found
         else:
             out.append(p)
-    return out
+    seen: set[str] = set()  # a file named twice (or also inside a folder given) is diarized once
+    return [p for p in out if not (os.path.abspath(p) in seen or seen.add(os.path.abspath(p)))]
 
 
 def output_targets(audio: Path, out: str, out_dir: Path) -> list[tuple[str, str]]:
@@ -191,6 +206,8 @@ def output_targets(audio: Path, out: str, out_dir: Path) -> list[tuple[str, str]
 
     if out == "-":
         return [("-", "rttm")]
+    if out.lower() in (*FORMATS, "all"):
+        out = out.lower()
     if out == "all":
         return [(str(out_dir / f"{audio.stem}.{f}"), f) for f in FORMATS]
     if out in FORMATS:
@@ -219,14 +236,14 @@ def check_outputs(targets: dict[Path, list[str]], force: bool) -> None:
                 fail(f"{seen[key]} and {source} would both write {p}; give them separate runs or --out-dir "
                      f"folders")
             seen[key] = source
-            if Path(p).exists() and not force:
-                fail(f"{p} exists; use --force to overwrite")
-            check_writable(Path(p))
+            check_target(Path(p), force)
 
 
 def check_writable(path: Path) -> None:
     """Fail naming `path` unless it could be written: its nearest existing folder must be a writable
     folder (the missing ones below it are created when the file is written)."""
+    if path.is_dir():
+        fail(f"{path}: cannot write: it is a folder")
     folder = path.absolute().parent
     while not folder.exists():
         folder = folder.parent
@@ -234,6 +251,28 @@ def check_writable(path: Path) -> None:
         fail(f"{path}: cannot write: {folder} is a file, not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
         fail(f"{path}: cannot write: no permission to write in {folder}")
+
+
+def check_target(path: Path, force: bool) -> None:
+    """Before any work: `path` can be written, and it does not exist unless `force`."""
+    check_writable(path)
+    if path.exists() and not force:
+        fail(f"{path} exists; use --force to overwrite")
+
+
+def write_json(path: Path, data) -> None:
+    import json
+
+    from .writers import atomic_write
+
+    try:
+        with atomic_write(path) as f:
+            json.dump(data, f, indent=1)
+    except OSError as e:
+        fail(f"{path}: cannot write ({e.strerror})")
+
+
+ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")]
 
 
 @app.command()
@@ -251,11 +290,11 @@ def cluster(
     device: DeviceOpt = "auto",
     vad: Annotated[VAD, typer.Option(help="Speech detector: silero (silero-vad) or energy (faster, for clean audio).")] = VAD.silero,
     method: Annotated[Method, typer.Option("--cluster", help="Clustering when the count is estimated.")] = Method.hdbscan,
-    window_hop: Annotated[float, typer.Option(min=0.01, help="Seconds between window starts.")] = 0.2,
+    window_hop: HopOpt = 0.2,
     seed: Annotated[int, typer.Option()] = 0,
     batch_size: BatchOpt = 256,
     workers: Annotated[int, typer.Option(min=1, help="Files diarized in parallel processes.")] = 1,
-    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")] = False,
+    force: ForceOpt = False,
     plot: Annotated[Optional[Path], typer.Option(help="Draw a timeline PNG (one per input: <stem> is "
                                                       "appended when there are several).")] = None,
     ref: Annotated[Optional[Path], typer.Option(help="Reference RTTM (file or folder): drawn in the plot and "
@@ -274,6 +313,9 @@ def cluster(
 
     if max_speakers is not None and min_speakers > max_speakers:
         fail(f"--min-speakers {min_speakers} is above --max-speakers {max_speakers}")
+    if num_speakers is not None and not min_speakers <= num_speakers <= (max_speakers or num_speakers):
+        fail(f"--num-speakers {num_speakers} is outside --min-speakers {min_speakers} / --max-speakers "
+             f"{max_speakers}")
     files = audio_inputs(audio)
     if len(files) > 1 and out not in ("-", "all") and Path(out).suffix:
         fail("--out names one file but several inputs were given: use a format and --out-dir")
@@ -388,9 +430,9 @@ def embed(
                                               "embedding per input.")] = Level.window,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
-    window_hop: Annotated[float, typer.Option(min=0.01, help="Seconds between window starts.")] = 0.2,
+    window_hop: HopOpt = 0.2,
     batch_size: BatchOpt = 256,
-    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing output.")] = False,
+    force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Write speaker embeddings (L2-normalised) of windows, segments, speakers or whole files.
@@ -408,10 +450,8 @@ def embed(
 
     if out.suffix.lower() not in (".npz", ".json"):
         fail(f"--out {out}: use a .npz or .json path")
-    if out.exists() and not force:
-        fail(f"{out} exists; use --force to overwrite")
+    check_target(out, force)
     files = audio_inputs(audio)
-    check_writable(out)
     try:
         encoder = load_model(model, device)
     except (ModelError, ValueError) as e:
@@ -445,22 +485,21 @@ def evaluate(
                                                         "boundary (pyannote's collar is twice this).")] = 0.0,
     skip_overlap: Annotated[bool, typer.Option(help="Do not score overlapped speech.")] = False,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the rows as JSON.")] = None,
+    force: ForceOpt = False,
 ) -> None:
     """Score diarization: DER (missed, false alarm, confusion) and JER per file and in total.
 
     Example: diarize evaluate refs/ hyps/ --collar 0.25
     """
-    import json
-
     from rich.table import Table
 
     from .evaluate import load_rttms, score
-    from .writers import atomic_write
 
     if json_out:
-        check_writable(json_out)
+        check_target(json_out, force)
     try:
-        rows = score(load_rttms(ref), load_rttms(hyp), collar=2 * collar, skip_overlap=skip_overlap)
+        references, hypotheses = load_rttms(ref), load_rttms(hyp)
+        rows = score(references, hypotheses, collar=2 * collar, skip_overlap=skip_overlap)
     except OSError as e:
         fail(f"{e.filename}: cannot read ({e.strerror})")
     except ValueError as e:
@@ -472,13 +511,12 @@ def evaluate(
         table.add_row(r["file"], *(f"{100 * r[k]:.2f}" for k in ("der", "missed", "false_alarm", "confusion", "jer")),
                       f"{r['ref_speakers']}/{r['hyp_speakers']}")
     Console().print(table)
+    missing = sorted(set(references) - set(hypotheses))
+    if missing:
+        warn(f"no hypothesis for {len(missing)} of {len(references)} reference files, scored as all missed: "
+             f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
     if json_out:
-        try:
-            with atomic_write(json_out) as f:
-                json.dump([{k: (float(v) if not isinstance(v, str) else v) for k, v in r.items()} for r in rows],
-                          f, indent=1)
-        except OSError as e:
-            fail(f"{json_out}: cannot write ({e.strerror})")
+        write_json(json_out, [{k: (float(v) if not isinstance(v, str) else v) for k, v in r.items()} for r in rows])
 
 
 @app.command()
@@ -513,24 +551,28 @@ def validate(
     cache: Annotated[Path, typer.Option(help="Feature cache folder.")] = Path.home() / ".cache" / "diarize",
     workers: Annotated[int, typer.Option(min=1, help="Processes computing features.")] = 1,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON.")] = None,
+    force: ForceOpt = False,
 ) -> None:
     """Measure a speaker encoder on held-out speakers: EER, pair accuracy, ZHAW misclassification rate.
 
     Example: diarize validate ~/corpus/dev.tsv --model runs/enc/best.pt
     """
-    import json
-
     from .data import DataError, list_dataset
     from .model import ModelError, load_model
     from .train import validate as run_validation
-    from .writers import atomic_write
 
+    if json_out:
+        check_target(json_out, force)
     try:
         encoder = load_model(model, device)
         figures = run_validation(encoder, list_dataset(data), cache, next(encoder.parameters()).device,
                                  per_speaker, workers)
     except (DataError, ModelError, ValueError) as e:
         fail(str(e))
+    except OSError as e:
+        fail(f"{e.filename}: {e.strerror}")
+    if figures["skipped"]:
+        warn(f"skipped {figures['skipped']} unreadable files")
     out = Console()
     out.print(f"EER {100 * figures['eer']:.2f}% over {figures['utterances']} utterances of "
               f"{figures['speakers']} speakers; pair accuracy {figures['pair_accuracy']:.3f}")
@@ -538,8 +580,7 @@ def validate(
         out.print(f"ZHAW misclassification rate {100 * figures['mr']:.1f}% on {figures['mr_speakers']} speakers "
                   f"(threshold {figures['mr_threshold']:.2f} chosen on the others)")
     if json_out:
-        with atomic_write(json_out) as f:
-            json.dump(figures, f, indent=1)
+        write_json(json_out, figures)
 
 
 @app.command()
@@ -549,11 +590,12 @@ def benchmark(
     minutes: Annotated[float, typer.Option(min=0.1, help="Length of the built recording.")] = 30.0,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
-    window_hop: Annotated[float, typer.Option(min=0.01, help="Seconds between window starts.")] = 0.2,
+    window_hop: HopOpt = 0.2,
     vad: Annotated[VAD, typer.Option(help="Speech detector: silero (silero-vad) or energy (faster, for clean audio).")] = VAD.silero,
     batch_size: BatchOpt = 256,
     threads: Annotated[int, typer.Option(min=0, help="Torch CPU threads (0: torch's default).")] = 0,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON.")] = None,
+    force: ForceOpt = False,
 ) -> None:
     """Time each stage of diarization; report speed and peak memory.
 
@@ -562,7 +604,6 @@ def benchmark(
 
     Example: diarize benchmark --minutes 30 --json bench.json
     """
-    import json
     import tempfile
 
     import torch
@@ -571,8 +612,9 @@ def benchmark(
     from .benchmark import make_recording, run_benchmark
     from .model import ModelError
     from .pipeline import PipelineConfig
-    from .writers import atomic_write
 
+    if json_out:
+        check_target(json_out, force)
     if threads:
         torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -582,7 +624,7 @@ def benchmark(
         try:
             r = run_benchmark(audio, model, device, PipelineConfig(window_hop=window_hop, batch_size=batch_size,
                                                                    vad=vad.value))
-        except (ModelError, ValueError) as e:
+        except (ModelError, ValueError) as e:  # AudioError is a ValueError
             fail(str(e))
     table = Table(title=f"{r['audio_seconds'] / 60:.1f} min of audio on {r['device']} ({r['threads']} threads)")
     table.add_column("stage")
@@ -594,8 +636,7 @@ def benchmark(
     Console().print(table)
     Console().print(f"{r['x_real_time']:.0f}x real time (RTF {r['rtf']:.4f}), peak RSS {r['peak_rss_mb']:.0f} MB")
     if json_out:
-        with atomic_write(json_out) as f:
-            json.dump(r, f, indent=1)
+        write_json(json_out, r)
 
 
 def main() -> None:

@@ -59,6 +59,9 @@ def list_dataset(source: str | Path) -> Dataset:
         raise DataError(f"{source}: not a text manifest ({e})") from None
     if not rows or not {"path", "speaker"} <= set(rows[0]):
         raise DataError(f"{source}: a manifest needs a header with 'path' and 'speaker' columns")
+    for n, r in enumerate(rows, start=2):
+        if not r["path"] or not r["speaker"]:
+            raise DataError(f"{source}:{n}: a row needs both a path and a speaker")
     root = source.parent
     return Dataset([root / r["path"] for r in rows], [r["speaker"] for r in rows])
 
@@ -66,6 +69,8 @@ def list_dataset(source: str | Path) -> Dataset:
 def split_speakers(data: Dataset, n_val: int, seed: int = 0) -> tuple[Dataset, Dataset]:
     """Hold out `n_val` whole speakers (drawn with `seed`) for validation."""
     names = sorted(set(data.speakers))
+    if n_val < 2:
+        raise DataError(f"--val-speakers {n_val}: validation needs at least 2 speakers (0: none)")
     if n_val >= len(names):
         raise DataError(f"cannot hold out {n_val} of {len(names)} speakers")
     held = set(np.random.default_rng(seed).choice(names, size=n_val, replace=False).tolist())
@@ -122,19 +127,23 @@ def build_cache(data: Dataset, cache_dir: str | Path, workers: int = 1,
         # same cache at once; each writes its own copy and renames it into place
         tmp = cache_dir / f"frames.f16.{os.getpid()}.tmp"
         ctx = multiprocessing.get_context("spawn")
-        with open(tmp, "wb") as out, ctx.Pool(workers) if workers > 1 else _Serial() as pool:
-            for i, (result, spk) in enumerate(zip(pool.imap(_features, data.paths, chunksize=8),
-                                                  data.speakers)):
-                if isinstance(result, str):
-                    skipped.append(result)
-                else:
-                    out.write(result.tobytes())
-                    offsets.append(total)
-                    lengths.append(len(result))
-                    speakers.append(spk)
-                    total += len(result)
-                if hook:
-                    hook("features", completed=i + 1, total=len(data))
+        try:
+            with open(tmp, "wb") as out, ctx.Pool(workers) if workers > 1 else _Serial() as pool:
+                for i, (result, spk) in enumerate(zip(pool.imap(_features, data.paths, chunksize=8),
+                                                      data.speakers)):
+                    if isinstance(result, str):
+                        skipped.append(result)
+                    else:
+                        out.write(result.tobytes())
+                        offsets.append(total)
+                        lengths.append(len(result))
+                        speakers.append(spk)
+                        total += len(result)
+                    if hook:
+                        hook("features", completed=i + 1, total=len(data))
+        except BaseException:  # Ctrl-C included: no partial cache left behind
+            tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp, cache_dir / "frames.f16")
         index = {"offsets": offsets, "lengths": lengths, "speakers": speakers, "skipped": skipped,
                  "total": total}

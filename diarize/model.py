@@ -139,6 +139,8 @@ def load_checkpoint(path: str | Path) -> dict:
         if "Unsupported global" in text:  # torch's safe unpickler met a class: a pickled object, not weights
             raise ModelError(f"{path}: refused, the file holds pickled objects other than weights") from None
         detail = (text.split("WeightsUnpickler error:")[-1].strip() or type(e).__name__).splitlines()[0]
+        if not any(c.isalpha() for c in detail):  # a bare pickle opcode ("105") from a text file says nothing
+            detail = "not a PyTorch file"
         raise ModelError(f"{path}: not a diarize model ({detail[:120]})") from None
     if not isinstance(ckpt, dict) or "format_version" not in ckpt or "state_dict" not in ckpt:
         raise ModelError(f"{path}: not a diarize model (no format_version/state_dict)")
@@ -166,7 +168,9 @@ def pick_device(device: str | None = "auto") -> torch.device:
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):  # torch knows mps, xpu...: this build runs CPU and CUDA
+        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for, but this torch sees no CUDA GPU")
     return dev
@@ -177,6 +181,7 @@ def load_model(name_or_path: str | Path | None = None, device: str | None = "aut
     path = resolve_model_path(name_or_path)
     ckpt = load_checkpoint(path)
     encoder = encoder_from_checkpoint(ckpt, path)
-    encoder.metrics = ckpt.get("metrics", {})  # figures measured at training time, shown by `diarize info`
+    metrics = ckpt.get("metrics")
+    encoder.metrics = metrics if isinstance(metrics, dict) else {}  # figures measured at training time, shown by `diarize info`
     encoder.source = path
     return encoder.to(pick_device(device)).eval()

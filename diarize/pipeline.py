@@ -17,7 +17,7 @@ from scipy.ndimage import binary_dilation, uniform_filter1d
 
 from .audio import audio_duration, load_audio_header, stream_audio, stream_log_mel
 from .cluster import centroids, cluster_embeddings
-from .hparams import FRAME_SECONDS, WINDOW_FRAMES
+from .hparams import FRAME_SECONDS, WINDOW_FRAMES, WINDOW_SECONDS
 from .model import SpeakerEncoder, load_model
 from .vad import SileroSpeech, above_floor, energy_speech, is_noisy
 from .writers import Turn, merge_turns
@@ -53,6 +53,11 @@ class PipelineConfig:
     max_pause: float = 0.8  # seconds: a speaker's pause this short stays inside the turn (as annotators mark it)
     batch_size: int = 256  # windows per forward pass
     chunk_seconds: float = 60.0  # audio decoded and featurised this much at a time
+
+    def __post_init__(self):
+        if not FRAME_SECONDS <= self.window_hop <= WINDOW_SECONDS:  # a longer hop would skip audio
+            raise ValueError(f"window hop {self.window_hop:g} s: use {FRAME_SECONDS:g}-{WINDOW_SECONDS:g} s "
+                             f"(at most the window length)")
 
     @property
     def hop_frames(self) -> int:
@@ -361,8 +366,10 @@ def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None 
     with timer("clustering"):
         seconds = config.noisy_segment_seconds if is_noisy(windows.energy_db) else config.segment_seconds
         seg_of, seg_start, seg_emb = segment_embeddings(windows, idx, speech, seconds)
-        if num_speakers is not None and num_speakers > len(seg_emb):
-            warnings.append(f"{file_id}: --num-speakers {num_speakers} but only {len(seg_emb)} speech segments; "
+        asked = max(num_speakers or 0, min_speakers)
+        if asked > len(seg_emb):
+            option = "--num-speakers" if num_speakers is not None else "--min-speakers"
+            warnings.append(f"{file_id}: {option} {asked} but only {len(seg_emb)} speech segments; "
                             f"found {len(seg_emb)} speakers at most")
         # embeddings of one recording share a common direction; removing it spreads speakers apart
         centre = seg_emb.mean(axis=0)

@@ -132,7 +132,6 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
     if len(sampler.speakers) < 2:
         raise ValueError(f"training needs at least 2 speakers with {WINDOW_FRAMES} frames of audio; "
                          f"found {len(sampler.speakers)}")
-    s = min(config.speakers_per_batch, len(sampler.speakers))
     val = None
     if val_data is not None and rank == 0:
         val_cache = build_cache(val_data, cache_dir, workers, hook)
@@ -149,11 +148,14 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
         encoder = encoder_from_checkpoint(ckpt, resume)
         step, best_eer, history = ckpt["step"], ckpt["best_eer"], list(ckpt["history"])
         config = dataclasses.replace(TrainConfig(**ckpt["train_config"]), steps=config.steps)
+        if step >= config.steps:
+            raise ValueError(f"{resume} is at step {step} already: give --steps above it to train further")
     elif init:
         encoder = encoder_from_checkpoint(load_checkpoint(init), init)
     else:
         torch.manual_seed(config.seed)
         encoder = SpeakerEncoder(encoder_config)
+    s = min(config.speakers_per_batch, len(sampler.speakers))  # after a resume: the run's own batch size
     encoder.to(device).train()
     optimizer = torch.optim.Adam(encoder.parameters(), lr=config.lr)
     if resume:

@@ -46,6 +46,7 @@ class RTTMWriter(Writer):
     extension = "rttm"
 
     def write(self, turns, file_id, stream):
+        file_id = "_".join(file_id.split()) or "_"  # "my talk.wav" -> my_talk: a space would split the field
         for t in sorted(turns):
             if not t.speaker or any(c.isspace() for c in t.speaker):  # RTTM fields are space-separated
                 raise ValueError(f"speaker label {t.speaker!r} cannot be written to RTTM")

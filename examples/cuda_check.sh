@@ -26,13 +26,13 @@ for dir in examples "$@"; do
   for dev in cpu cuda; do
     hyp="$OUT/$(basename "$dir")-$dev"
     run python3 -m diarize cluster "$dir" --device "$dev" --out-dir "$hyp" --force --quiet
-    python3 -m diarize evaluate "$dir" "$hyp" --json "$hyp.json" | tail -2
+    python3 -m diarize evaluate "$dir" "$hyp" --json "$hyp.json" --force | tail -2
   done
 done
 
 # speed: 30 minutes of audio, default pipeline
 for dev in cuda cpu; do
-  run python3 -m diarize benchmark --minutes 30 --device "$dev" --json "$OUT/bench-$dev.json"
+  run python3 -m diarize benchmark --minutes 30 --device "$dev" --json "$OUT/bench-$dev.json" --force
 done
 
 # training on the GPU: synthetic voices of the test suite, 32 and 64 speakers x 4 windows a batch

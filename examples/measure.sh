@@ -8,8 +8,14 @@ OUT=${2:-runs/measure}
 SHARED=${SHARED:-../shared}
 mkdir -p "$OUT"
 
+# DER of the hypothesis folder HYP against the references in IN, at collar 0 and 0.25 s each side
+score() {
+  diarize evaluate "$1" "$2" --json "$2.collar0.json" --force
+  diarize evaluate "$1" "$2" --collar 0.25 --json "$2.collar025.json" --force
+}
+
 # encoder: EER, pair accuracy, ZHAW misclassification rate on the 63 dev speakers
-diarize validate ~/corpus/dev.tsv --model "$MODEL" --json "$OUT/validate.json"
+diarize validate ~/corpus/dev.tsv --model "$MODEL" --json "$OUT/validate.json" --force
 
 # diarization: dev conversations and real dev clips, estimated speaker count, for each speech detector
 for vad in energy silero; do
@@ -17,8 +23,7 @@ for vad in energy silero; do
     if [ "$set" = conv ]; then IN=~/dev_conv; else IN=$SHARED/data/dev; fi
     HYP="$OUT/$set-$vad"
     diarize cluster "$IN" --model "$MODEL" --vad "$vad" --out-dir "$HYP" --force --quiet
-    diarize evaluate "$IN" "$HYP" --json "$HYP.collar0.json"
-    diarize evaluate "$IN" "$HYP" --collar 0.25 --json "$HYP.collar025.json"
+    score "$IN" "$HYP"
   done
 done
 
@@ -27,8 +32,7 @@ for set in conv real; do
   if [ "$set" = conv ]; then IN=~/dev_conv; else IN=$SHARED/data/dev; fi
   HYP="$OUT/$set-ahc"
   diarize cluster "$IN" --model "$MODEL" --cluster ahc --out-dir "$HYP" --force --quiet
-  diarize evaluate "$IN" "$HYP" --json "$HYP.collar0.json"
-  diarize evaluate "$IN" "$HYP" --collar 0.25 --json "$HYP.collar025.json"
+  score "$IN" "$HYP"
 done
 
 # one voice must come out as one speaker: six one-speaker recordings of dev speakers
@@ -45,8 +49,7 @@ for snr in 30 20 10; do
     -n 8 --seconds 120 --seed 1 --snr "$snr"
   HYP="$OUT/conv-snr$snr"
   diarize cluster "$IN" --model "$MODEL" --out-dir "$HYP" --force --quiet
-  diarize evaluate "$IN" "$HYP" --json "$HYP.collar0.json"
-  diarize evaluate "$IN" "$HYP" --collar 0.25 --json "$HYP.collar025.json"
+  score "$IN" "$HYP"
 done
 
 # telephone band: the dev conversations resampled to 8 kHz (examples/telephone.py), estimated and true count
@@ -60,8 +63,7 @@ for count in estimated true; do
     [ "$count" = true ] && k=(--num-speakers "$(awk '{print $8}' "$ref" | sort -u | wc -l)")
     diarize cluster "${ref%.rttm}.wav" --model "$MODEL" "${k[@]}" --out-dir "$HYP" --force --quiet
   done
-  diarize evaluate "$IN" "$HYP" --json "$HYP.collar0.json"
-  diarize evaluate "$IN" "$HYP" --collar 0.25 --json "$HYP.collar025.json"
+  score "$IN" "$HYP"
 done
 
 # the same with the true number of speakers (--num-speakers), default detector (silero)
@@ -74,10 +76,9 @@ for set in conv real; do
     k=$(awk '{print $8}' "$ref" | sort -u | wc -l)
     diarize cluster "${ref%.rttm}.flac" --model "$MODEL" --num-speakers "$k" --out-dir "$HYP" --force --quiet
   done
-  diarize evaluate "$IN" "$HYP" --json "$HYP.collar0.json"
-  diarize evaluate "$IN" "$HYP" --collar 0.25 --json "$HYP.collar025.json"
+  score "$IN" "$HYP"
 done
 
 # speed and memory on this machine
-diarize benchmark --minutes 30 --json "$OUT/bench-30min.json"
-diarize benchmark --minutes 120 --json "$OUT/bench-120min.json"
+diarize benchmark --minutes 30 --json "$OUT/bench-30min.json" --force
+diarize benchmark --minutes 120 --json "$OUT/bench-120min.json" --force

@@ -202,6 +202,49 @@ def test_evaluate_json_that_cannot_be_written_is_an_error(diarize, fails_cleanly
     fails_cleanly(diarize("evaluate", EXAMPLE_RTTM, EXAMPLE_RTTM, "--json", blocker / "s.json"), "s.json")
 
 
+def test_evaluate_refuses_an_existing_json_without_force(diarize, fails_cleanly, succeeds, tmp_path):
+    scores = tmp_path / "scores.json"
+    scores.write_text("earlier scores")
+    fails_cleanly(diarize("evaluate", EXAMPLE_RTTM, EXAMPLE_RTTM, "--json", scores), "scores.json", "--force")
+    assert scores.read_text() == "earlier scores"
+    succeeds(diarize("evaluate", EXAMPLE_RTTM, EXAMPLE_RTTM, "--json", scores, "--force"))
+    assert json.loads(scores.read_text())[-1]["file"] == "TOTAL"
+
+
+def test_evaluate_warns_when_a_reference_has_no_hypothesis(diarize, succeeds, tmp_path):
+    hyp = tmp_path / "hyp.rttm"
+    hyp.write_text("SPEAKER other 1 0.0 1.0 <NA> <NA> a <NA> <NA>\n")
+    stderr = succeeds(diarize("evaluate", EXAMPLE_RTTM, hyp))
+    assert "warning:" in stderr and "no hypothesis for 1 of 1" in stderr and "meeting" in stderr
+
+
+@pytest.mark.parametrize("command", ["validate", "benchmark"])
+def test_a_json_report_onto_a_folder_is_an_error_before_any_work(diarize, fails_cleanly, tmp_path, command):
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    args = [command, tmp_path / "nothing-here"] + ["--json", folder]
+    assert "it is a folder" in fails_cleanly(diarize(*args), "reports")
+
+
+def test_benchmark_of_a_file_that_is_not_audio_is_one_error_line(diarize, fails_cleanly, tiny_model, tmp_path):
+    text = tmp_path / "notes.wav"
+    text.write_text("not audio")
+    assert "not readable audio" in fails_cleanly(diarize("benchmark", text, "--model", tiny_model), "notes.wav")
+
+
+@pytest.mark.parametrize("device", ["mps", "xpu", "tpu"])
+def test_a_device_this_tool_cannot_use_is_an_error(diarize, fails_cleanly, make_audio, tiny_model, tmp_path, device):
+    result = diarize("cluster", make_audio("two.wav"), "--out-dir", tmp_path, "--model", tiny_model, "--device", device)
+    assert "use auto, cpu, cuda or cuda:N" in fails_cleanly(result, device)
+
+
+def test_importing_the_package_or_the_cli_does_not_load_torch():
+    """`diarize --help` answers at once, and a Ctrl-C before a command starts is not a traceback from
+    inside `import torch`."""
+    code = "import sys, diarize, diarize.cli; assert 'torch' not in sys.modules; diarize.PipelineConfig"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
 def test_info_shows_the_model_file_and_its_architecture(diarize, succeeds, tiny_model):
     result = diarize("info")
     succeeds(result)

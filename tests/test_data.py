@@ -176,3 +176,32 @@ def test_utterance_windows_are_evenly_spaced_and_a_short_utterance_is_padded():
     assert utterance_windows(feats, max_windows=2)[:, 0, 0].tolist() == [0, 60]
     short = utterance_windows(feats[:25])
     assert short.shape == (1, WINDOW_FRAMES, N_MELS) and (short[0, 25:] == 24).all()
+
+
+def test_a_manifest_row_without_a_speaker_is_refused_naming_its_line(tmp_path):
+    manifest = tmp_path / "m.tsv"
+    manifest.write_text("path\tspeaker\na.wav\talice\nb.wav\n")
+    with pytest.raises(DataError, match=r"m.tsv:3: a row needs both a path and a speaker"):
+        list_dataset(manifest)
+
+
+def test_holding_out_one_validation_speaker_is_refused(tmp_path):
+    data = Dataset([tmp_path / f"{s}.wav" for s in "abc"], list("abc"))
+    with pytest.raises(DataError, match="at least 2 speakers"):
+        split_speakers(data, 1)
+
+
+def test_an_interrupted_cache_build_leaves_no_temporary_file(corpus, tmp_path, monkeypatch):
+    calls = []
+
+    def interrupted(path):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(path)
+
+    real = diarize.data._features
+    monkeypatch.setattr(diarize.data, "_features", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(list_dataset(corpus), tmp_path / "cache")
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]

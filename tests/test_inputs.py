@@ -159,9 +159,11 @@ def test_a_single_voice_gives_one_speaker(diarize, succeeds, make_audio, voices,
 # ---- speaker-count options
 
 
-def test_num_speakers_above_the_number_of_segments_works_with_a_warning(diarize, succeeds, make_audio, tmp_path):
-    stderr = succeeds(diarize("cluster", make_audio("two.wav"), "--out-dir", tmp_path, "--num-speakers", 50))
-    assert "warning:" in stderr and "--num-speakers 50" in stderr
+@pytest.mark.parametrize("option", ["--num-speakers", "--min-speakers"])
+def test_a_speaker_count_above_the_number_of_segments_works_with_a_warning(diarize, succeeds, make_audio, tmp_path,
+                                                                            option):
+    stderr = succeeds(diarize("cluster", make_audio("two.wav"), "--out-dir", tmp_path, option, 50))
+    assert "warning:" in stderr and f"{option} 50" in stderr
     speakers = {t.speaker for t in turns_of(tmp_path / "two.rttm")}
     assert 1 <= len(speakers) < 50
 
@@ -171,6 +173,46 @@ def test_min_speakers_above_max_speakers_is_an_error(diarize, fails_cleanly, mak
                      "--max-speakers", 2)
     fails_cleanly(result, "--min-speakers 3", "--max-speakers 2")
     assert not (tmp_path / "two.rttm").exists()
+
+
+def test_num_speakers_outside_min_and_max_speakers_is_an_error(diarize, fails_cleanly, make_audio, tmp_path):
+    result = diarize("cluster", make_audio("two.wav"), "--out-dir", tmp_path, "--num-speakers", 3,
+                     "--max-speakers", 2)
+    fails_cleanly(result, "--num-speakers 3", "--max-speakers 2")
+
+
+@pytest.mark.parametrize("hop", ["0.5", "2"])
+def test_a_window_hop_longer_than_a_window_is_refused(diarize, make_audio, tmp_path, hop):
+    result = diarize("cluster", make_audio("two.wav"), "--out-dir", tmp_path, "--window-hop", hop)
+    assert result.exit_code == 2 and "--window-hop" in result.output  # a usage error, before any work
+    assert not (tmp_path / "two.rttm").exists()
+
+
+def test_an_input_named_twice_is_diarized_once(diarize, succeeds, make_audio, tmp_path):
+    wav = make_audio("two.wav")
+    (tmp_path / "sub").mkdir()
+    succeeds(diarize("cluster", wav, tmp_path / "sub" / ".." / "two.wav", "--out-dir", tmp_path / "out"))
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["two.rttm"]
+
+
+def test_a_file_name_with_spaces_gives_an_rttm_that_evaluate_reads(diarize, succeeds, make_audio, tmp_path):
+    wav = make_audio("team call.wav")
+    succeeds(diarize("cluster", wav, "--out-dir", tmp_path / "out", "--out", "RTTM"))
+    rttm = tmp_path / "out" / "team call.rttm"
+    assert set(read_rttm(rttm)) == {"team_call"}
+    succeeds(diarize("evaluate", rttm, rttm))
+
+
+def test_a_streamed_wav_of_unknown_length_is_read_without_a_truncation_warning(diarize, succeeds, make_audio,
+                                                                                  tmp_path):
+    data = bytearray(make_audio("whole.wav", subtype="PCM_16").read_bytes())
+    assert data[36:40] == b"data"
+    data[4:8] = data[40:44] = (0xFFFFFFFF).to_bytes(4, "little")  # what a writer into a pipe leaves
+    streamed = tmp_path / "streamed.wav"
+    streamed.write_bytes(bytes(data))
+    stderr = succeeds(diarize("cluster", streamed, "--out-dir", tmp_path))
+    assert "truncated" not in stderr
+    assert_valid_turns(turns_of(tmp_path / "streamed.rttm"), 3.0)
 
 
 # ---- outputs

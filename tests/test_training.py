@@ -113,6 +113,37 @@ def test_an_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(few_v
     assert_same_training_state(resumed, straight, weights_atol=1e-7, moments_rtol=1e-6)
 
 
+def test_a_resumed_run_keeps_its_own_settings_whatever_the_command_line_says(few_voices, tmp_path):
+    data, cache = list_dataset(few_voices), tmp_path / "cache"
+    train(data, None, tmp_path / "straight", RESUME_ENCODER, RESUME_CONFIG, cache_dir=cache)
+    with pytest.raises(TrainingInterrupted):
+        train(data, None, tmp_path / "run", RESUME_ENCODER, RESUME_CONFIG, cache_dir=cache,
+              hook=interrupt_at(3, "keyboard-interrupt"))
+    other = TrainConfig(steps=RESUME_CONFIG.steps, speakers_per_batch=3, windows_per_speaker=3, lr=0.1)
+    train(data, None, tmp_path / "run", RESUME_ENCODER, other, cache_dir=cache, resume=tmp_path / "run" / "last.pt")
+    resumed, straight = load_checkpoint(tmp_path / "run" / "last.pt"), load_checkpoint(tmp_path / "straight" / "last.pt")
+    assert_same_training_state(resumed, straight, weights_atol=1e-7, moments_rtol=1e-6)
+
+
+def test_resuming_a_run_that_has_its_steps_already_is_refused(few_voices, tmp_path):
+    config = TrainConfig(steps=2, speakers_per_batch=2, windows_per_speaker=2)
+    train(list_dataset(few_voices), None, tmp_path / "run", RESUME_ENCODER, config)
+    with pytest.raises(ValueError, match="at step 2 already"):
+        train(list_dataset(few_voices), None, tmp_path / "next", RESUME_ENCODER, config,
+              resume=tmp_path / "run" / "last.pt")
+
+
+def test_the_cli_will_not_train_over_a_run_unless_told(diarize, fails_cleanly, succeeds, few_voices, tmp_path):
+    args = ["train", few_voices, "--out", tmp_path / "run", "--steps", "1", "--speakers-per-batch", "2",
+            "--windows-per-speaker", "2", "--lstm-hidden", "8", "--dense", "8", "--outputs", "8", "--device", "cpu"]
+    succeeds(diarize(*args))
+    before = (tmp_path / "run" / "best.pt").read_bytes()
+    assert "--resume" in fails_cleanly(diarize(*args, "--seed", "5"), "run", "--force")
+    assert (tmp_path / "run" / "best.pt").read_bytes() == before
+    succeeds(diarize(*args, "--seed", "5", "--force"))
+    assert (tmp_path / "run" / "best.pt").read_bytes() != before
+
+
 def test_resuming_from_a_model_file_without_training_state_is_refused(few_voices, tmp_path):
     config = TrainConfig(steps=1, speakers_per_batch=2, windows_per_speaker=2)
     train(list_dataset(few_voices), None, tmp_path / "run", RESUME_ENCODER, config)

@@ -195,3 +195,9 @@ def test_read_json_names_the_file_of_invalid_json(tmp_path):
     path.write_text('[{"start": 0,')
     with pytest.raises(ValueError, match="broken.json"):
         read_json(path)
+
+
+def test_rttm_file_ids_with_spaces_are_joined_by_underscores_and_read_back(tmp_path):
+    path = tmp_path / "out.rttm"
+    write_turns([Turn(0.0, 1.0, "A")], path, file_id="weekly  call ✓")
+    assert read_rttm(path) == {"weekly_call_✓": [Turn(0.0, 1.0, "A")]}
