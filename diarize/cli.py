@@ -499,6 +499,8 @@ def evaluate(
         check_target(json_out, force)
     try:
         references, hypotheses = load_rttms(ref), load_rttms(hyp)
+        if not references:
+            fail(f"{ref}: no SPEAKER lines: nothing to score against")
         rows = score(references, hypotheses, collar=2 * collar, skip_overlap=skip_overlap)
     except OSError as e:
         fail(f"{e.filename}: cannot read ({e.strerror})")

@@ -211,6 +211,12 @@ def test_evaluate_refuses_an_existing_json_without_force(diarize, fails_cleanly,
     assert json.loads(scores.read_text())[-1]["file"] == "TOTAL"
 
 
+def test_evaluate_against_an_empty_reference_is_an_error(diarize, fails_cleanly, tmp_path):
+    empty = tmp_path / "empty.rttm"
+    empty.write_text("")
+    assert "nothing to score" in fails_cleanly(diarize("evaluate", empty, EXAMPLE_RTTM), "empty.rttm")
+
+
 def test_evaluate_warns_when_a_reference_has_no_hypothesis(diarize, succeeds, tmp_path):
     hyp = tmp_path / "hyp.rttm"
     hyp.write_text("SPEAKER other 1 0.0 1.0 <NA> <NA> a <NA> <NA>\n")
