@@ -36,8 +36,17 @@ def progress_bar(quiet: bool = False) -> Progress:
                     disable=quiet, transient=False)
 
 
+def _version(show: bool) -> None:
+    if show:
+        from . import __version__
+
+        typer.echo(f"diarize {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
     """Who spoke when: offline speaker diarization with a siamese KL speaker encoder.
 
     Example: diarize cluster meeting.wav --out rttm
@@ -47,8 +56,15 @@ def _root() -> None:
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")]
 
 
+# train's options that a run keeps for good: a resume reads them from its checkpoint, --init the architecture
+ARCHITECTURE_OPTIONS = ("lstm_hidden", "dense", "outputs", "dropout", "embedding_layer")
+RUN_OPTIONS = ARCHITECTURE_OPTIONS + ("speakers_per_batch", "windows_per_speaker", "lr", "margin", "augment",
+                                      "val_every", "seed", "val_speakers")
+
+
 @app.command()
 def train(
+    ctx: typer.Context,
     data: Annotated[Path, typer.Argument(help="Folder with one subfolder per speaker (files at any depth), "
                                               "or a TSV/CSV manifest with path and speaker columns.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for last.pt, best.pt, log.jsonl and the "
@@ -85,18 +101,44 @@ def train(
     import torch
 
     from .data import DataError, list_dataset, split_speakers
-    from .model import EncoderConfig, ModelError, pick_device
+    from .model import EncoderConfig, ModelError, load_checkpoint, pick_device, resolve_model_path
     from .train import TrainConfig, TrainingInterrupted, train as run_training
+
+    def given(*names: str) -> list[str]:
+        """The options among `names` typed on the command line (not left at their defaults)."""
+        return [f"--{n.replace('_', '-')}" for n in names if ctx.get_parameter_source(n).name == "COMMANDLINE"]
 
     if threads:
         torch.set_num_threads(threads)
+    if resume and init:
+        fail("give --resume (continue a run) or --init (start one from a model's weights), not both")
+    try:
+        if init:
+            init = resolve_model_path(init)  # a name in models/ or a path, checked before any work
+        if resume:
+            run = load_checkpoint(resume).get("train_config", {})
+    except ModelError as e:
+        fail(str(e))
+    if resume:
+        # a resumed run continues in its own folder with its own settings and validation speakers
+        if given("out") and out.resolve() != resume.parent.resolve():
+            fail(f"--resume continues the run in {resume.parent}; --out {out} would split it in two")
+        out = resume.parent
+        val_speakers, seed = run.get("val_speakers", val_speakers), run.get("seed", seed)
+        if given(*RUN_OPTIONS):
+            warn(f"ignored on --resume, the run keeps its own: {', '.join(given(*RUN_OPTIONS))}")
+    elif init and given(*ARCHITECTURE_OPTIONS):
+        warn(f"ignored with --init, the model's architecture is kept: {', '.join(given(*ARCHITECTURE_OPTIONS))}")
     for folder in (out, cache):
         if folder is not None and folder.exists() and not folder.is_dir():
             fail(f"{folder}: is a file, not a folder")
     held = [p for p in (out / "last.pt", out / "best.pt") if p.exists()]
-    if held and not resume and not force:
-        fail(f"{out} holds a training run ({held[0].name}): continue it with --resume {out / 'last.pt'}, or "
-             f"start over with --force")
+    if held and not resume:
+        if not force:
+            fail(f"{out} holds a training run ({held[0].name}): continue it with --resume {out / 'last.pt'}, "
+                 f"or start over with --force")
+        for name in ("last.pt", "best.pt", "log.jsonl"):  # starting over: nothing of the old run is mixed in
+            (out / name).unlink(missing_ok=True)
     try:
         dev = pick_device(device)
         train_data = list_dataset(data)
@@ -107,7 +149,7 @@ def train(
                                 embedding_layer=embedding_layer)
         cfg = TrainConfig(steps=steps, speakers_per_batch=speakers_per_batch,
                           windows_per_speaker=windows_per_speaker, lr=lr, margin=margin, augment=augment,
-                          seed=seed, val_every=val_every)
+                          seed=seed, val_every=val_every, val_speakers=val_speakers if val_data else 0)
     except (DataError, ValueError) as e:
         fail(str(e))
     rank0 = int(os.environ.get("RANK", "0")) == 0
@@ -328,6 +370,7 @@ def cluster(
                    config=config, seed=seed)
     from .model import ModelError
     from .runner import diarize_files
+    from .writers import rttm_id
 
     failures, rows = 0, []
     with progress_bar(quiet) as bar:
@@ -347,6 +390,8 @@ def cluster(
                 continue
             for w in _audio_warnings(path) + result.warnings:
                 warn(w)
+            if references and rttm_id(result.file_id) not in references:
+                warn(f"{path}: --ref has no turns of file id {rttm_id(result.file_id)}: not scored")
             problem = _write_outputs(result, targets[path], plots.get(path), references)
             if problem:
                 failures += 1
@@ -382,7 +427,7 @@ def _audio_warnings(path: Path) -> list[str]:
 def _write_outputs(result, targets, plot: Optional[Path], references: dict) -> str | None:
     """Write one result's turns (and timeline) to every target; None, or why a write failed (each file is
     atomic: written whole or not at all)."""
-    from .writers import write_turns
+    from .writers import rttm_id, write_turns
 
     path = None
     try:
@@ -392,7 +437,7 @@ def _write_outputs(result, targets, plot: Optional[Path], references: dict) -> s
             from .plot import plot_timeline
 
             path = plot
-            plot_timeline(result.turns, plot, reference=references.get(result.file_id),
+            plot_timeline(result.turns, plot, reference=references.get(rttm_id(result.file_id)),
                           title=result.file_id, duration=result.duration)
     except (OSError, ValueError) as e:
         return f"cannot write {path} ({getattr(e, 'strerror', None) or e})"
@@ -403,6 +448,7 @@ def _summary(rows, references: dict) -> None:
     from rich.table import Table
 
     from .evaluate import score
+    from .writers import rttm_id
 
     table = Table(title="diarization")
     for col in ("file", "duration", "speakers", "talk time (s) per speaker", "turns") + (("DER",) if references else ()):
@@ -414,7 +460,7 @@ def _summary(rows, references: dict) -> None:
         cells = [path.name, f"{r.duration:.1f} s", str(len(r.speakers)),
                  ", ".join(f"{s}: {v:.1f}" for s, v in talk.items()) or "-", str(len(r.turns))]
         if references:
-            ref_turns = references.get(r.file_id)
+            ref_turns = references.get(rttm_id(r.file_id))
             cells.append(f"{100 * score({r.file_id: ref_turns}, {r.file_id: r.turns})[-1]['der']:.1f}%"
                          if ref_turns is not None else "-")
         table.add_row(*cells)
@@ -518,7 +564,7 @@ def evaluate(
         warn(f"no hypothesis for {len(missing)} of {len(references)} reference files, scored as all missed: "
              f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
     if json_out:
-        write_json(json_out, [{k: (float(v) if not isinstance(v, str) else v) for k, v in r.items()} for r in rows])
+        write_json(json_out, [{k: v if isinstance(v, (str, int)) else float(v) for k, v in r.items()} for r in rows])
 
 
 @app.command()

@@ -33,7 +33,7 @@ def cluster_embeddings(x: np.ndarray, method: str = "hdbscan", num_speakers: int
     """
     n = len(x)
     if max_speakers is not None and min_speakers > max_speakers:
-        raise ValueError(f"--min-speakers {min_speakers} is above --max-speakers {max_speakers}")
+        raise ValueError(f"min_speakers {min_speakers} is above max_speakers {max_speakers}")
     if n <= 1:
         return np.zeros(n, dtype=int)
     if n > max_points:  # bounded time and memory on hours of audio

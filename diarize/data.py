@@ -6,6 +6,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -122,13 +123,14 @@ def build_cache(data: Dataset, cache_dir: str | Path, workers: int = 1,
     index_path = cache_dir / "index.json"
     if not index_path.exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
+        _remove_orphans(cache_dir)
         offsets, lengths, speakers, skipped, total = [], [], [], [], 0
         # temporary names per process: torchrun's processes (or two jobs sharing a cache) may build the
         # same cache at once; each writes its own copy and renames it into place
         tmp = cache_dir / f"frames.f16.{os.getpid()}.tmp"
         ctx = multiprocessing.get_context("spawn")
         try:
-            with open(tmp, "wb") as out, ctx.Pool(workers) if workers > 1 else _Serial() as pool:
+            with open(tmp, "wb") as out, ctx.Pool(workers, ignore_interrupts) if workers > 1 else _Serial() as pool:
                 for i, (result, spk) in enumerate(zip(pool.imap(_features, data.paths, chunksize=8),
                                                       data.speakers)):
                     if isinstance(result, str):
@@ -155,6 +157,22 @@ def build_cache(data: Dataset, cache_dir: str | Path, workers: int = 1,
               if index["total"] else np.zeros((0, N_MELS), np.float16))
     return FeatureCache(frames, np.array(index["offsets"], dtype=np.int64),
                         np.array(index["lengths"], dtype=np.int64), index["speakers"], index["skipped"])
+
+
+def _remove_orphans(cache_dir: Path) -> None:
+    """Delete the temporary files of builds whose process is gone (killed: SIGTERM, SIGKILL, out of memory)."""
+    for tmp in cache_dir.glob("*.tmp"):
+        try:
+            os.kill(int(tmp.name.split(".")[-2]), 0)  # <name>.<pid>.tmp: is that process alive?
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except (ValueError, PermissionError):  # not ours to judge: another user's live process, an odd name
+            pass
+
+
+def ignore_interrupts() -> None:
+    """Pool workers leave Ctrl-C to their parent, which stops them: else each prints its own traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class _Serial:

@@ -55,6 +55,8 @@ class PipelineConfig:
     chunk_seconds: float = 60.0  # audio decoded and featurised this much at a time
 
     def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"batch size {self.batch_size}: at least 1 window")
         if not FRAME_SECONDS <= self.window_hop <= WINDOW_SECONDS:  # a longer hop would skip audio
             raise ValueError(f"window hop {self.window_hop:g} s: use {FRAME_SECONDS:g}-{WINDOW_SECONDS:g} s "
                              f"(at most the window length)")
@@ -334,8 +336,7 @@ def diarize(path: str | Path, model: SpeakerEncoder | str | Path | None = None, 
     hook: called as hook("embed", completed=seconds, total=seconds) while the file streams past.
     """
     path = Path(path)
-    if max_speakers is not None and min_speakers > max_speakers:
-        raise ValueError(f"--min-speakers {min_speakers} is above --max-speakers {max_speakers}")
+    check_speaker_counts(num_speakers, min_speakers, max_speakers)
     load_audio_header(path)
     encoder = model if isinstance(model, SpeakerEncoder) else load_model(model, device)
     timer = StageTimer()
@@ -344,10 +345,25 @@ def diarize(path: str | Path, model: SpeakerEncoder | str | Path | None = None, 
                            max_speakers=max_speakers, config=config, seed=seed, timer=timer)
 
 
+def check_speaker_counts(num_speakers: int | None, min_speakers: int, max_speakers: int | None) -> None:
+    """ValueError unless the counts are whole numbers >= 1 that agree (num_speakers within the bounds)."""
+    for name, value in (("num_speakers", num_speakers), ("min_speakers", min_speakers),
+                        ("max_speakers", max_speakers)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+            raise ValueError(f"{name} {value!r}: a speaker count is a whole number, 1 or more")
+    hi = max_speakers if max_speakers is not None else float("inf")
+    if min_speakers > hi:
+        raise ValueError(f"min_speakers {min_speakers} is above max_speakers {max_speakers}")
+    if num_speakers is not None and not min_speakers <= num_speakers <= hi:
+        raise ValueError(f"num_speakers {num_speakers} is outside min_speakers {min_speakers} .. "
+                         f"max_speakers {max_speakers}")
+
+
 def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None = None, min_speakers: int = 1,
                     max_speakers: int | None = None, config: PipelineConfig = PipelineConfig(), seed: int = 0,
                     timer: StageTimer | None = None) -> Diarization:
     """The steps after embedding: speech detection, segments, clustering, resegmentation, turns."""
+    check_speaker_counts(num_speakers, min_speakers, max_speakers)
     timer = timer if timer is not None else StageTimer()
     hop = config.hop_frames
     warnings = []
@@ -368,8 +384,7 @@ def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None 
         seg_of, seg_start, seg_emb = segment_embeddings(windows, idx, speech, seconds)
         asked = max(num_speakers or 0, min_speakers)
         if asked > len(seg_emb):
-            option = "--num-speakers" if num_speakers is not None else "--min-speakers"
-            warnings.append(f"{file_id}: {option} {asked} but only {len(seg_emb)} speech segments; "
+            warnings.append(f"{file_id}: {asked} speakers asked for but only {len(seg_emb)} speech segments; "
                             f"found {len(seg_emb)} speakers at most")
         # embeddings of one recording share a common direction; removing it spreads speakers apart
         centre = seg_emb.mean(axis=0)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .audio import AudioError
+from .data import ignore_interrupts
 from .model import ModelError, load_model
 from .pipeline import Diarization, diarize
 
@@ -16,6 +17,7 @@ def _init_worker(model: str | None, device: str, threads: int) -> None:
     import torch
 
     global _worker_model
+    ignore_interrupts()
     torch.set_num_threads(threads)
     _worker_model = load_model(model, device)
 

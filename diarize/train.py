@@ -37,6 +37,7 @@ class TrainConfig:
     seed: int = 0
     val_every: int = 200  # steps between validation rounds (EER) and checkpoints
     val_utterances: int = 20  # at most this many utterances per validation speaker
+    val_speakers: int = 0  # speakers of the training data held out for validation: a resume holds out the same
 
 
 class TrainingInterrupted(Exception):
@@ -150,6 +151,8 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
         config = dataclasses.replace(TrainConfig(**ckpt["train_config"]), steps=config.steps)
         if step >= config.steps:
             raise ValueError(f"{resume} is at step {step} already: give --steps above it to train further")
+        if val_data is None and best_eer < float("inf"):  # else best.pt, the validated model, would be overwritten
+            raise ValueError(f"{resume}: the run was validated; resume it with the same validation data (--val)")
     elif init:
         encoder = encoder_from_checkpoint(load_checkpoint(init), init)
     else:

@@ -42,11 +42,16 @@ class Writer:
         raise NotImplementedError
 
 
+def rttm_id(file_id: str) -> str:
+    """The RTTM name of a recording: "team call" -> team_call, since RTTM fields are space-separated."""
+    return "_".join(file_id.split()) or "_"
+
+
 class RTTMWriter(Writer):
     extension = "rttm"
 
     def write(self, turns, file_id, stream):
-        file_id = "_".join(file_id.split()) or "_"  # "my talk.wav" -> my_talk: a space would split the field
+        file_id = rttm_id(file_id)
         for t in sorted(turns):
             if not t.speaker or any(c.isspace() for c in t.speaker):  # RTTM fields are space-separated
                 raise ValueError(f"speaker label {t.speaker!r} cannot be written to RTTM")

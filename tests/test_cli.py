@@ -178,6 +178,7 @@ def test_evaluate_the_example_against_itself_gives_der_zero_and_json_rows(diariz
     rows = json.loads((tmp_path / "scores.json").read_text())
     assert [r["file"] for r in rows] == ["meeting", "TOTAL"]
     assert all(r["der"] == 0 and r["jer"] == 0 and r["ref_speakers"] == 3 for r in rows)
+    assert all(type(r["ref_speakers"]) is int and type(r["hyp_speakers"]) is int for r in rows)
     table = [line for line in result.stdout.splitlines() if "meeting" in line or "TOTAL" in line]
     assert len(table) == 2 and all("0.00" in line for line in table)
 
@@ -249,6 +250,19 @@ def test_importing_the_package_or_the_cli_does_not_load_torch():
     inside `import torch`."""
     code = "import sys, diarize, diarize.cli; assert 'torch' not in sys.modules; diarize.PipelineConfig"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_version_prints_the_version(diarize, succeeds):
+    import diarize as package
+
+    result = diarize("--version")
+    succeeds(result)
+    assert result.stdout.strip() == f"diarize {package.__version__}"
+
+
+def test_a_reference_without_the_files_turns_is_a_warning(diarize, succeeds, make_audio, tmp_path):
+    stderr = succeeds(diarize("cluster", make_audio("two.wav"), "--out-dir", tmp_path, "--ref", EXAMPLE_RTTM))
+    assert "warning:" in stderr and "no turns of file id two" in stderr
 
 
 def test_info_shows_the_model_file_and_its_architecture(diarize, succeeds, tiny_model):

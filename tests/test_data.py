@@ -205,3 +205,18 @@ def test_an_interrupted_cache_build_leaves_no_temporary_file(corpus, tmp_path, m
     with pytest.raises(KeyboardInterrupt):
         build_cache(list_dataset(corpus), tmp_path / "cache")
     assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+
+
+def test_a_build_removes_what_a_killed_build_left_behind(corpus, tmp_path):
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    data = list_dataset(corpus)
+    build_cache(data, tmp_path / "cache")
+    folder = next((tmp_path / "cache").iterdir())
+    (folder / "index.json").unlink()  # as if the build had never finished
+    orphan = folder / f"frames.f16.{int(gone.stdout)}.tmp"  # from a process that no longer exists
+    orphan.write_bytes(b"partial")
+    build_cache(data, tmp_path / "cache")
+    assert not orphan.exists() and not list(folder.glob("*.tmp"))

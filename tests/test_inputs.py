@@ -163,7 +163,7 @@ def test_a_single_voice_gives_one_speaker(diarize, succeeds, make_audio, voices,
 def test_a_speaker_count_above_the_number_of_segments_works_with_a_warning(diarize, succeeds, make_audio, tmp_path,
                                                                             option):
     stderr = succeeds(diarize("cluster", make_audio("two.wav"), "--out-dir", tmp_path, option, 50))
-    assert "warning:" in stderr and f"{option} 50" in stderr
+    assert "warning:" in stderr and "50 speakers asked for" in stderr
     speakers = {t.speaker for t in turns_of(tmp_path / "two.rttm")}
     assert 1 <= len(speakers) < 50
 

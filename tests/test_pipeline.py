@@ -175,7 +175,7 @@ def test_num_speakers_gives_exactly_that_many_and_min_max_bind():
     assert len(set(cluster_embeddings(x, num_speakers=5))) == 5
     assert len(set(cluster_embeddings(x, max_speakers=2))) == 2
     assert len(set(cluster_embeddings(x, min_speakers=4))) == 4
-    with pytest.raises(ValueError, match="min-speakers"):
+    with pytest.raises(ValueError, match="min_speakers 3 is above max_speakers 2"):
         cluster_embeddings(x, min_speakers=3, max_speakers=2)
 
 
@@ -274,3 +274,21 @@ def test_knowing_the_speaker_count_never_hurts_the_example():
     fixed = diarize(EXAMPLE, device="cpu", num_speakers=3)
     ref = read_rttm(REFERENCE)
     assert score(ref, {"meeting": fixed.turns})[-1]["der"] <= score(ref, {"meeting": free.turns})[-1]["der"] + 1e-9
+
+
+@pytest.mark.parametrize("counts, message", [
+    (dict(num_speakers=0), "num_speakers 0: a speaker count is a whole number"),
+    (dict(num_speakers=2.5), "num_speakers 2.5"),
+    (dict(min_speakers=-3), "min_speakers -3"),
+    (dict(max_speakers=0), "max_speakers 0"),
+    (dict(num_speakers=5, max_speakers=2), "num_speakers 5 is outside min_speakers 1 .. max_speakers 2"),
+    (dict(min_speakers=3, max_speakers=2), "min_speakers 3 is above max_speakers 2"),
+])
+def test_the_api_refuses_speaker_counts_that_cannot_be_met_naming_its_parameters(counts, message):
+    with pytest.raises(ValueError, match=message):
+        diarize("never-read.wav", **counts)
+
+
+def test_a_batch_of_no_windows_is_refused():
+    with pytest.raises(ValueError, match="batch size 0"):
+        PipelineConfig(batch_size=0)

@@ -1,6 +1,7 @@
 """What training promises: an encoder trained on synthetic speakers tells speakers it never heard apart
 (an untrained one cannot), an interrupted run resumes to exactly the weights of an uninterrupted one, and
 two torchrun processes train the same weights as one."""
+import json
 import os
 import signal
 import subprocess
@@ -142,6 +143,49 @@ def test_the_cli_will_not_train_over_a_run_unless_told(diarize, fails_cleanly, s
     assert (tmp_path / "run" / "best.pt").read_bytes() == before
     succeeds(diarize(*args, "--seed", "5", "--force"))
     assert (tmp_path / "run" / "best.pt").read_bytes() != before
+
+
+TINY_CLI = ["--speakers-per-batch", "2", "--windows-per-speaker", "2", "--lstm-hidden", "8", "--dense", "8",
+            "--outputs", "8", "--device", "cpu"]
+
+
+def test_a_resume_holds_out_the_same_validation_speakers_and_keeps_the_validated_best(diarize, succeeds,
+                                                                                      few_voices, tmp_path):
+    run = tmp_path / "run"
+    first = succeeds(diarize("train", few_voices, "--out", run, "--steps", "2", "--val-speakers", "2",
+                             "--val-every", "1", *TINY_CLI))
+    best = load_checkpoint(run / "best.pt")
+    result = diarize("train", few_voices, "--steps", "3", "--resume", run / "last.pt", "--lr", "0.5", *TINY_CLI)
+    stderr = succeeds(result)
+    assert "train: 4 speakers" in first and "train: 4 speakers" in stderr  # the same 2 held out again
+    assert "ignored on --resume" in stderr and "--lr" in stderr
+    assert "step 3: val EER" in stderr
+    after = load_checkpoint(run / "best.pt")
+    assert after["metrics"] and (after["step"] == 3 or after["metrics"] == best["metrics"])
+
+
+def test_a_run_validated_on_other_speakers_is_not_resumed_without_them(diarize, fails_cleanly, succeeds, few_voices,
+                                                                       tmp_path):
+    run = tmp_path / "run"
+    succeeds(diarize("train", few_voices, "--val", few_voices, "--out", run, "--steps", "1", *TINY_CLI))
+    fails_cleanly(diarize("train", few_voices, "--steps", "2", "--resume", run / "last.pt", *TINY_CLI),
+                  "validated", "--val")
+
+
+def test_a_resume_continues_in_the_runs_own_folder(diarize, fails_cleanly, succeeds, few_voices, tmp_path):
+    succeeds(diarize("train", few_voices, "--out", tmp_path / "run", "--steps", "1", *TINY_CLI))
+    fails_cleanly(diarize("train", few_voices, "--out", tmp_path / "elsewhere", "--steps", "2", "--resume",
+                          tmp_path / "run" / "last.pt", *TINY_CLI), "elsewhere")
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_starting_over_with_force_leaves_nothing_of_the_old_run(diarize, succeeds, few_voices, tmp_path):
+    run = tmp_path / "run"
+    succeeds(diarize("train", few_voices, "--out", run, "--steps", "100", "--val-every", "50", *TINY_CLI))
+    succeeds(diarize("train", few_voices, "--out", run, "--steps", "50", "--force", *TINY_CLI))
+    steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
+    assert steps == [50]
+    assert load_checkpoint(run / "last.pt")["step"] == 50
 
 
 def test_resuming_from_a_model_file_without_training_state_is_refused(few_voices, tmp_path):
