@@ -106,7 +106,10 @@ def train(
 
     def given(*names: str) -> list[str]:
         """The options among `names` typed on the command line (not left at their defaults)."""
-        return [f"--{n.replace('_', '-')}" for n in names if ctx.get_parameter_source(n).name == "COMMANDLINE"]
+        return [n for n in names if ctx.get_parameter_source(n).name == "COMMANDLINE"]
+
+    def flags(names: list[str]) -> str:
+        return ", ".join(f"--{n.replace('_', '-')}" for n in names)
 
     if threads:
         torch.set_num_threads(threads)
@@ -116,7 +119,7 @@ def train(
         if init:
             init = resolve_model_path(init)  # a name in models/ or a path, checked before any work
         if resume:
-            run = load_checkpoint(resume).get("train_config", {})
+            ckpt = load_checkpoint(resume)
     except ModelError as e:
         fail(str(e))
     if resume:
@@ -124,11 +127,18 @@ def train(
         if given("out") and out.resolve() != resume.parent.resolve():
             fail(f"--resume continues the run in {resume.parent}; --out {out} would split it in two")
         out = resume.parent
+        run = {**ckpt.get("config", {}), **ckpt.get("train_config", {})}
+        run["outputs"], run["dense"] = run.get("n_outputs"), list(run.get("dense", ()))[:1]
+        typed = dict(lstm_hidden=lstm_hidden, dense=[dense], outputs=outputs, dropout=dropout,
+                     embedding_layer=embedding_layer, speakers_per_batch=speakers_per_batch,
+                     windows_per_speaker=windows_per_speaker, lr=lr, margin=margin, augment=augment,
+                     val_every=val_every, seed=seed, val_speakers=val_speakers)
+        changed = [n for n in given(*RUN_OPTIONS) if n in run and typed[n] != run[n]]
+        if changed:
+            warn(f"ignored on --resume, the run keeps its own: {flags(changed)}")
         val_speakers, seed = run.get("val_speakers", val_speakers), run.get("seed", seed)
-        if given(*RUN_OPTIONS):
-            warn(f"ignored on --resume, the run keeps its own: {', '.join(given(*RUN_OPTIONS))}")
     elif init and given(*ARCHITECTURE_OPTIONS):
-        warn(f"ignored with --init, the model's architecture is kept: {', '.join(given(*ARCHITECTURE_OPTIONS))}")
+        warn(f"ignored with --init, the model's architecture is kept: {flags(given(*ARCHITECTURE_OPTIONS))}")
     for folder in (out, cache):
         if folder is not None and folder.exists() and not folder.is_dir():
             fail(f"{folder}: is a file, not a folder")
@@ -627,6 +637,8 @@ def validate(
     if "mr" in figures:
         out.print(f"ZHAW misclassification rate {100 * figures['mr']:.1f}% on {figures['mr_speakers']} speakers "
                   f"(threshold {figures['mr_threshold']:.2f} chosen on the others)")
+    else:
+        out.print(f"no ZHAW misclassification rate: {figures['mr_skipped']}")
     if json_out:
         write_json(json_out, figures)
 
@@ -668,12 +680,14 @@ def benchmark(
     with tempfile.TemporaryDirectory() as tmp:
         if audio is None:
             console.print(f"building a {minutes:g}-minute recording from the example")
-            audio = make_recording(Path(tmp) / f"bench-{minutes:g}min.wav", minutes)
+            built = make_recording(Path(tmp) / f"bench-{minutes:g}min.wav", minutes)
         try:
-            r = run_benchmark(audio, model, device, PipelineConfig(window_hop=window_hop, batch_size=batch_size,
-                                                                   vad=vad.value))
+            r = run_benchmark(audio or built, model, device, PipelineConfig(window_hop=window_hop,
+                                                                            batch_size=batch_size, vad=vad.value))
         except (ModelError, ValueError) as e:  # AudioError is a ValueError
             fail(str(e))
+        if audio is None:  # the built file is gone with its temporary folder
+            r["audio"] = f"examples/meeting.wav repeated at varying gain to {minutes:g} minutes"
     table = Table(title=f"{r['audio_seconds'] / 60:.1f} min of audio on {r['device']} ({r['threads']} threads)")
     table.add_column("stage")
     table.add_column("seconds", justify="right")

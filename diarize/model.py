@@ -139,7 +139,8 @@ def load_checkpoint(path: str | Path) -> dict:
         if "Unsupported global" in text:  # torch's safe unpickler met a class: a pickled object, not weights
             raise ModelError(f"{path}: refused, the file holds pickled objects other than weights") from None
         detail = (text.split("WeightsUnpickler error:")[-1].strip() or type(e).__name__).splitlines()[0]
-        if not any(c.isalpha() for c in detail):  # a bare pickle opcode ("105") from a text file says nothing
+        if isinstance(e, (IndexError, KeyError, EOFError)) or not any(c.isalpha() for c in detail):
+            # "pop from empty list", a bare pickle opcode ("105"): the unpickler choking on other data
             detail = "not a PyTorch file"
         raise ModelError(f"{path}: not a diarize model ({detail[:120]})") from None
     if not isinstance(ckpt, dict) or "format_version" not in ckpt or "state_dict" not in ckpt:

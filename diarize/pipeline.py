@@ -2,6 +2,7 @@
 speakers, relabel windows by speaker centroid and merge them into turns."""
 from __future__ import annotations
 
+import heapq
 import os
 import time
 from collections import defaultdict, deque
@@ -306,15 +307,7 @@ def windows_to_turns(centres: np.ndarray, labels: np.ndarray, speech: np.ndarray
         cuts = np.flatnonzero(np.diff(lab)) + 1
         for s, e in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [b - a]])):
             runs.append([a + s, a + e, lab[s]])
-    short = max(1, int(round(min_turn / FRAME_SECONDS)))
-    for i, (a, b, _) in sorted(enumerate(runs), key=lambda r: r[1][1] - r[1][0]):
-        if b - a >= short:
-            break
-        prev = runs[i - 1] if i > 0 and runs[i - 1][1] == a else None
-        nxt = runs[i + 1] if i + 1 < len(runs) and runs[i + 1][0] == b else None
-        pick = max((r for r in (prev, nxt) if r), key=lambda r: r[1] - r[0], default=None)
-        if pick is not None:
-            runs[i][2] = pick[2]
+    runs = absorb_short_runs(runs, max(1, int(round(min_turn / FRAME_SECONDS))))
     pause = int(round(max_pause / FRAME_SECONDS))
     for prev, run in zip(runs, runs[1:]):  # runs are in time order
         if prev[2] == run[2] and run[0] - prev[1] <= pause:
@@ -323,6 +316,53 @@ def windows_to_turns(centres: np.ndarray, labels: np.ndarray, speech: np.ndarray
         runs = [(a + s, a + e, lab) for a, b, lab in runs for s, e in regions(heard[a:b])]
     turns = [Turn(float(a * FRAME_SECONDS), float(min(b * FRAME_SECONDS, duration)), names[lab]) for a, b, lab in runs]
     return merge_turns(turns)
+
+
+def absorb_short_runs(runs: list[list[int]], short: int) -> list[list[int]]:
+    """[start, end, label] runs in time order -> the same speech with every run shorter than `short` frames
+    joined to the longer of the runs it touches, shortest first, until none is left (what it joins may grow
+    and join another in turn); a short run touching no other (speech alone between pauses) stays."""
+    runs = [list(r) for r in runs]
+    prev = list(range(-1, len(runs) - 1))  # a linked list: neighbours change as runs join
+    nxt = list(range(1, len(runs) + 1))
+    alive = [True] * len(runs)
+
+    def touching(i: int) -> list[int]:
+        return [j for j in (prev[i], nxt[i]) if 0 <= j < len(runs) and alive[j]
+                and (runs[j][1] == runs[i][0] or runs[i][1] == runs[j][0])]
+
+    def join(into: int, gone: int) -> None:  # `gone` disappears into its neighbour `into`
+        runs[into][0], runs[into][1] = min(runs[into][0], runs[gone][0]), max(runs[into][1], runs[gone][1])
+        alive[gone] = False
+        p, n = prev[gone], nxt[gone]
+        if 0 <= p:
+            nxt[p] = n
+        if n < len(runs):
+            prev[n] = p
+
+    def coalesce(i: int) -> None:  # touching runs of one speaker are one run
+        for j in touching(i):
+            if runs[j][2] == runs[i][2]:
+                join(i, j)
+
+    for i in range(len(runs)):
+        if alive[i]:
+            coalesce(i)
+    queue = [(b - a, i) for i, (a, b, _) in enumerate(runs) if alive[i] and b - a < short]
+    heapq.heapify(queue)
+    while queue:
+        length, i = heapq.heappop(queue)
+        if not alive[i] or runs[i][1] - runs[i][0] != length:
+            continue  # joined since it was queued
+        neighbours = touching(i)
+        if not neighbours:
+            continue
+        into = max(neighbours, key=lambda j: runs[j][1] - runs[j][0])
+        join(into, i)
+        coalesce(into)
+        if runs[into][1] - runs[into][0] < short:
+            heapq.heappush(queue, (runs[into][1] - runs[into][0], into))
+    return [r for r, keep in zip(runs, alive) if keep]
 
 
 def diarize(path: str | Path, model: SpeakerEncoder | str | Path | None = None, *,

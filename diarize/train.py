@@ -169,7 +169,8 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
 
     def checkpoint(metrics: dict) -> None:
         extra = {"step": step, "best_eer": best_eer, "history": history, "metrics": metrics,
-                 "train_config": dataclasses.asdict(config), "optimizer": optimizer.state_dict()}
+                 "running_loss": running, "train_config": dataclasses.asdict(config),
+                 "optimizer": optimizer.state_dict()}
         save_checkpoint(out_dir / "last.pt", encoder, **extra)
 
     def log(record: dict) -> None:
@@ -177,7 +178,8 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
         with open(out_dir / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
 
-    running, started, metrics = None, time.time(), {}
+    # the logged loss is a running average: a resumed run carries it on, so its log matches an unbroken one
+    running, started, metrics = (ckpt.get("running_loss") if resume else None), time.time(), {}
     stop = _StopRequest()
     try:
         while step < config.steps:
@@ -249,7 +251,7 @@ def validate(encoder: SpeakerEncoder, data: Dataset, cache_dir: str | Path, devi
     utts = [utterance_windows(np.asarray(cache.frames[o: o + n])) for o, n in zip(cache.offsets, cache.lengths)]
     try:
         figures.update(zhaw_mr(utterance_embeddings(encoder, utts, device), cache.speakers))
-    except ValueError:
-        pass  # too few speakers for the protocol: EER alone
+    except ValueError as e:
+        figures["mr_skipped"] = str(e)  # too few speakers for the protocol: EER alone
     figures["skipped"] = len(cache.skipped)
     return figures

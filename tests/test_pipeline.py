@@ -292,3 +292,39 @@ def test_the_api_refuses_speaker_counts_that_cannot_be_met_naming_its_parameters
 def test_a_batch_of_no_windows_is_refused():
     with pytest.raises(ValueError, match="batch size 0"):
         PipelineConfig(batch_size=0)
+
+
+def test_a_burst_of_short_alternating_runs_joins_the_speaker_around_it():
+    from diarize.pipeline import absorb_short_runs
+
+    runs = [[0, 100, 0], [100, 110, 1], [110, 125, 0], [125, 140, 1], [140, 300, 0]]  # frames of 10 ms
+    assert absorb_short_runs(runs, short=50) == [[0, 300, 0]]
+    # together the short runs of a speaker can make a turn of their own
+    runs = [[0, 100, 0], [100, 120, 1], [120, 135, 0], [135, 160, 1], [160, 300, 0]]
+    assert absorb_short_runs(runs, short=50) == [[0, 100, 0], [100, 160, 1], [160, 300, 0]]
+
+
+def test_after_absorbing_no_short_run_touches_another_and_no_speech_is_lost():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from diarize.pipeline import absorb_short_runs
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.tuples(st.integers(1, 80), st.integers(0, 3), st.booleans()), max_size=40),
+           st.integers(1, 60))
+    def check(pieces, short):
+        runs, t = [], 0
+        for length, label, gap in pieces:  # runs in time order, touching unless `gap`
+            t += 7 * gap
+            runs.append([t, t + length, label])
+            t += length
+        out = absorb_short_runs(runs, short)
+        assert sum(b - a for a, b, _ in out) == sum(b - a for a, b, _ in runs)
+        assert all(x[1] <= y[0] for x, y in zip(out, out[1:]))
+        for i, (a, b, lab) in enumerate(out):
+            touches = [j for j in (i - 1, i + 1) if 0 <= j < len(out) and (out[j][1] == a or out[j][0] == b)]
+            assert all(out[j][2] != lab for j in touches)  # touching runs of one speaker were joined
+            assert b - a >= short or not touches
+
+    check()

@@ -112,6 +112,7 @@ def test_an_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(few_v
     resumed, straight = load_checkpoint(last), load_checkpoint(tmp_path / "straight" / "last.pt")
     assert resumed["step"] == straight["step"] == 6
     assert_same_training_state(resumed, straight, weights_atol=1e-7, moments_rtol=1e-6)
+    assert resumed["running_loss"] == pytest.approx(straight["running_loss"], rel=1e-6)  # the logged loss too
 
 
 def test_a_resumed_run_keeps_its_own_settings_whatever_the_command_line_says(few_voices, tmp_path):
@@ -186,6 +187,14 @@ def test_starting_over_with_force_leaves_nothing_of_the_old_run(diarize, succeed
     steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
     assert steps == [50]
     assert load_checkpoint(run / "last.pt")["step"] == 50
+
+
+def test_validate_says_why_it_gives_no_zhaw_rate_for_few_speakers(diarize, succeeds, few_voices, tiny_model,
+                                                                    tmp_path):
+    result = diarize("validate", few_voices, "--model", tiny_model, "--device", "cpu", "--cache", tmp_path)
+    succeeds(result)
+    assert "EER" in result.stdout and "no ZHAW misclassification rate: " in result.stdout
+    assert "needs more than 40 speakers" in result.stdout
 
 
 def test_resuming_from_a_model_file_without_training_state_is_refused(few_voices, tmp_path):
