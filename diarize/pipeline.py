@@ -20,7 +20,7 @@ from .audio import audio_duration, load_audio_header, stream_audio, stream_log_m
 from .cluster import centroids, cluster_embeddings
 from .hparams import FRAME_SECONDS, WINDOW_FRAMES, WINDOW_SECONDS
 from .model import SpeakerEncoder, load_model
-from .vad import SileroSpeech, above_floor, energy_speech, is_noisy
+from .vad import SILERO_CHUNK, SileroSpeech, above_floor, energy_speech, is_noisy
 from .writers import Turn, merge_turns
 
 Hook = Callable[..., None]
@@ -145,9 +145,15 @@ def embed_windows(path: str | Path, encoder: SpeakerEncoder, config: PipelineCon
     backlog: deque = deque()  # silero-vad's jobs, in the order of the chunks
 
     def audio_chunks(scoring: ThreadPoolExecutor | None):
+        carry = np.zeros(0, np.float32)  # samples after the chunk's last whole 32 ms: scored with the next
         for chunk in _timed(stream_audio(path, config.chunk_seconds), timer, "decode"):
             if scoring is not None:
-                backlog.append(scoring.submit(SileroSpeech.score, chunk))
+                # resampled chunks are not whole 32 ms steps: dropping each one's tail would move every
+                # later speech probability earlier (by ~30 ms a minute, 1.5-2 s an hour)
+                carry = np.concatenate([carry, chunk])
+                whole = len(carry) // SILERO_CHUNK * SILERO_CHUNK
+                backlog.append(scoring.submit(SileroSpeech.score, carry[:whole]))
+                carry = carry[whole:]
                 if len(backlog) > SILERO_BACKLOG * SILERO_THREADS:
                     with timer("speech detection"):
                         silero.add(backlog.popleft().result())
@@ -257,12 +263,12 @@ def speech_windows(windows: Windows, speech: np.ndarray, hop_frames: int) -> np.
 
 
 def segment_embeddings(windows: Windows, idx: np.ndarray, speech: np.ndarray, seconds: float
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Cut each speech region into segments of about `seconds`; a segment's embedding is the normalised
-    mean of the windows centred in it. Returns (segment of each window in idx, starts, embeddings)."""
+    mean of the windows centred in it. Returns (segment of each window in idx, starts, ends, embeddings)."""
     centres = windows.start[idx] + WINDOW_FRAMES * FRAME_SECONDS / 2
     seg_of = np.full(len(idx), -1)
-    starts, k = [], 0
+    starts, ends, k = [], [], 0
     for a, b in regions(speech):
         a_s, b_s = a * FRAME_SECONDS, b * FRAME_SECONDS
         n_seg = max(1, int(round((b_s - a_s) / seconds)))
@@ -273,6 +279,7 @@ def segment_embeddings(windows: Windows, idx: np.ndarray, speech: np.ndarray, se
         for p in np.unique(part):
             seg_of[inside[part == p]] = k
             starts.append(a_s + p * (b_s - a_s) / n_seg)
+            ends.append(a_s + (p + 1) * (b_s - a_s) / n_seg)  # the last one ends with its region, not the next
             k += 1
     orphan = seg_of < 0  # windows centred outside every region: join the nearest segment in time
     if orphan.any() and k:
@@ -282,7 +289,7 @@ def segment_embeddings(windows: Windows, idx: np.ndarray, speech: np.ndarray, se
     sums = np.zeros((k, emb.shape[1]), np.float32)
     np.add.at(sums, seg_of, emb)
     sums /= np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
-    return seg_of, np.array(starts), sums
+    return seg_of, np.array(starts), np.array(ends), sums
 
 
 def windows_to_turns(centres: np.ndarray, labels: np.ndarray, speech: np.ndarray, names: list[str],
@@ -421,7 +428,7 @@ def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None 
                            dict(timer), warnings)
     with timer("clustering"):
         seconds = config.noisy_segment_seconds if is_noisy(windows.energy_db) else config.segment_seconds
-        seg_of, seg_start, seg_emb = segment_embeddings(windows, idx, speech, seconds)
+        seg_of, seg_start, seg_end, seg_emb = segment_embeddings(windows, idx, speech, seconds)
         asked = max(num_speakers or 0, min_speakers)
         if asked > len(seg_emb):
             warnings.append(f"{file_id}: {asked} speakers asked for but only {len(seg_emb)} speech segments; "
@@ -445,7 +452,6 @@ def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None 
         turns = windows_to_turns(centres, win_labels, speech, names, config.min_turn, duration, config.max_pause, heard)
     used = sorted({t.speaker for t in turns})
     keep = [names.index(s) for s in used]
-    seg_end = np.array([a for a in seg_start[1:]] + [duration])
     segments = {"start": seg_start, "end": np.minimum(seg_end, duration), "embeddings": seg_emb,
                 "labels": labels}
     return Diarization(file_id, duration, turns, used, speaker_centroids[keep].astype(np.float32), segments, speech,

@@ -55,7 +55,8 @@ class RTTMWriter(Writer):
         for t in sorted(turns):
             if not t.speaker or any(c.isspace() for c in t.speaker):  # RTTM fields are space-separated
                 raise ValueError(f"speaker label {t.speaker!r} cannot be written to RTTM")
-            stream.write(f"SPEAKER {file_id} 1 {t.start:.3f} {t.end - t.start:.3f} "
+            start, end = round(t.start, 3), round(t.end, 3)  # the end the other formats write, to the ms
+            stream.write(f"SPEAKER {file_id} 1 {start:.3f} {end - start:.3f} "
                          f"<NA> <NA> {t.speaker} <NA> <NA>\n")
 
 

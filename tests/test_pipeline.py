@@ -246,12 +246,23 @@ def test_silero_on_threads_of_its_own_gives_the_speech_of_one_pass_and_puts_torc
     with torch_threads(2):
         windows = embed_windows(EXAMPLE, load_model(tiny_model, "cpu"), PipelineConfig(chunk_seconds=7.3))
         assert torch.get_num_threads() == 2
-    alone = SileroSpeech()
-    for chunk in stream_audio(EXAMPLE, 7.3):
-        alone(chunk)
+    alone, carry = SileroSpeech(), np.zeros(0, np.float32)
+    for chunk in stream_audio(EXAMPLE, 7.3):  # 7.3 s is no whole number of 32 ms steps: tails carry over
+        carry = np.concatenate([carry, chunk])
+        alone(carry[: len(carry) // 512 * 512])
+        carry = carry[len(carry) // 512 * 512:]
     assert len(windows.silero.probs) == len(alone.probs) > 2 * silero_threads
     for threaded, direct in zip(windows.silero.probs, alone.probs):
         np.testing.assert_array_equal(threaded, direct)
+
+
+def test_silero_scores_every_whole_32_ms_of_the_recording_whatever_the_chunk_size(tiny_model):
+    import soundfile as sf
+
+    model = load_model(tiny_model, "cpu")
+    for seconds in (60, 7.3, 2.01):
+        windows = embed_windows(EXAMPLE, model, PipelineConfig(chunk_seconds=seconds))
+        assert sum(map(len, windows.silero.probs)) == sf.info(str(EXAMPLE)).frames // 512, seconds
 
 
 def test_bundled_model_separates_the_example_speakers():
@@ -328,3 +339,11 @@ def test_after_absorbing_no_short_run_touches_another_and_no_speech_is_lost():
             assert b - a >= short or not touches
 
     check()
+
+
+def test_segments_end_where_their_speech_ends(tiny_model):
+    result = diarize(EXAMPLE, tiny_model, device="cpu", config=PipelineConfig(vad="energy"))
+    frames = [(int(round(a / 0.01)), int(round(b / 0.01))) for a, b in
+              zip(result.segments["start"], result.segments["end"])]
+    assert len(frames) > 10
+    assert all(result.speech[a:b].all() for a, b in frames)  # no segment reaches over a pause

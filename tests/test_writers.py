@@ -201,3 +201,10 @@ def test_rttm_file_ids_with_spaces_are_joined_by_underscores_and_read_back(tmp_p
     path = tmp_path / "out.rttm"
     write_turns([Turn(0.0, 1.0, "A")], path, file_id="weekly  call ✓")
     assert read_rttm(path) == {"weekly_call_✓": [Turn(0.0, 1.0, "A")]}
+
+
+def test_rttm_ends_where_the_other_formats_end_to_the_millisecond(tmp_path):
+    turn = Turn(3599.9996, 3725.123456, "A")
+    write_turns([turn], tmp_path / "t.rttm")
+    write_turns([turn], tmp_path / "t.json")
+    assert read_rttm(tmp_path / "t.rttm")["t"][0].end == read_json(tmp_path / "t.json")[0].end == 3725.123
