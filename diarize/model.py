@@ -182,7 +182,7 @@ def load_model(name_or_path: str | Path | None = None, device: str | None = "aut
     path = resolve_model_path(name_or_path)
     ckpt = load_checkpoint(path)
     encoder = encoder_from_checkpoint(ckpt, path)
-    metrics = ckpt.get("metrics")
-    encoder.metrics = metrics if isinstance(metrics, dict) else {}  # figures measured at training time, shown by `diarize info`
+    metrics = ckpt.get("metrics")  # figures measured at training time, shown by `diarize info`
+    encoder.metrics = metrics if isinstance(metrics, dict) else {}
     encoder.source = path
     return encoder.to(pick_device(device)).eval()

@@ -123,7 +123,8 @@ def test_a_resumed_run_keeps_its_own_settings_whatever_the_command_line_says(few
               hook=interrupt_at(3, "keyboard-interrupt"))
     other = TrainConfig(steps=RESUME_CONFIG.steps, speakers_per_batch=3, windows_per_speaker=3, lr=0.1)
     train(data, None, tmp_path / "run", RESUME_ENCODER, other, cache_dir=cache, resume=tmp_path / "run" / "last.pt")
-    resumed, straight = load_checkpoint(tmp_path / "run" / "last.pt"), load_checkpoint(tmp_path / "straight" / "last.pt")
+    resumed = load_checkpoint(tmp_path / "run" / "last.pt")
+    straight = load_checkpoint(tmp_path / "straight" / "last.pt")
     assert_same_training_state(resumed, straight, weights_atol=1e-7, moments_rtol=1e-6)
 
 
