@@ -197,7 +197,9 @@ def train(
             summary = run_training(train_data, val_data, out, enc_cfg, cfg, dev, resume, init, cache, workers,
                                    hook)
         except TrainingInterrupted as e:
-            console.print(f"interrupted: saved {e.args[0]}; continue with --resume {e.args[0]}")
+            last = e.args[0]
+            console.print(f"interrupted: {last} holds the last whole step; continue with --resume {last}" if last
+                          else "interrupted before the first checkpoint: nothing to resume")
             raise typer.Exit(130)
         except (DataError, ModelError, ValueError) as e:
             fail(str(e))

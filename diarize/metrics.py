@@ -19,7 +19,8 @@ def equal_error_rate(scores: np.ndarray, same: np.ndarray) -> tuple[float, float
 
     if same.all() or not same.any():
         raise ValueError("EER needs both same- and different-speaker pairs")
-    fpr, tpr, thresholds = roc_curve(same, scores)
+    # every threshold: the thinned curve can skip the one where false accepts equal false rejects
+    fpr, tpr, thresholds = roc_curve(same, scores, drop_intermediate=False)
     fnr = 1 - tpr
     k = np.nanargmin(np.abs(fnr - fpr))
     return float((fpr[k] + fnr[k]) / 2), float(thresholds[k])

@@ -166,6 +166,8 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
     schedule = lambda k: 0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(k, config.steps) / config.steps))
     model = torch.nn.parallel.DistributedDataParallel(encoder) if world > 1 else encoder
     out_dir.mkdir(parents=True, exist_ok=True)
+    if resume and rank == 0:  # the log as of the checkpoint: steps logged after it are redone and logged again
+        (out_dir / "log.jsonl").write_text("".join(json.dumps(record) + "\n" for record in history))
 
     def checkpoint(metrics: dict) -> None:
         extra = {"step": step, "best_eer": best_eer, "history": history, "metrics": metrics,
@@ -181,6 +183,7 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
     # the logged loss is a running average: a resumed run carries it on, so its log matches an unbroken one
     running, started, metrics = (ckpt.get("running_loss") if resume else None), time.time(), {}
     stop = _StopRequest()
+    whole = True  # weights, optimiser, step count and that step's validation agree: a state to save
     try:
         while step < config.steps:
             if stop.requested:
@@ -205,13 +208,16 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
             # each process computed the whole loss: all_gather's backward sums the processes' gradients for
             # this slice (world x the true one), and DDP's average over processes divides that back out
             loss.backward()
+            whole = False  # a second Ctrl-C from here on stops inside the step: nothing of it is saved
             optimizer.step()
             step += 1
+            due = (step % config.val_every == 0 or step == config.steps) and rank == 0
+            whole = not due  # a step due for validation is whole once validated and saved
             running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
             hook("step", step=step, total=config.steps, loss=running, **stats)
             if step % 50 == 0 and rank == 0:
                 log({"step": step, "loss": running, **stats, "seconds": time.time() - started})
-            if (step % config.val_every == 0 or step == config.steps) and rank == 0:
+            if due:
                 metrics = evaluate_encoder(encoder, *val, device) if val else {}
                 if metrics:
                     log({"step": step, **{f"val_{k}": v for k, v in metrics.items()}})
@@ -221,6 +227,7 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
                     save_checkpoint(out_dir / "best.pt", encoder, step=step, metrics=metrics,
                                     train_config=dataclasses.asdict(config))
                 checkpoint(metrics)
+                whole = True
         if world > 1:
             # drop what holds the process group (DDP, the last step's graph) and meet, so that
             # destroy_process_group shuts gloo down while every process is there; torn down later (when
@@ -228,9 +235,10 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
             model = log_p = loss = None
             torch.distributed.barrier()
     except KeyboardInterrupt:
-        if rank == 0:
+        if rank == 0 and whole:
             checkpoint(metrics)
-        raise TrainingInterrupted(out_dir / "last.pt") from None
+        last = out_dir / "last.pt"  # else the last whole step saved, if any: a resume redoes the rest
+        raise TrainingInterrupted(last if last.exists() else None) from None
     finally:
         stop.restore()
         if world > 1:

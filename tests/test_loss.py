@@ -145,3 +145,20 @@ def test_a_gradient_step_pulls_same_speaker_pairs_together_and_pushes_different_
 def test_a_batch_needs_a_same_speaker_pair_and_two_speakers(labels):
     with pytest.raises(ValueError, match="at least two windows of one speaker and two speakers"):
         kl_hinge_loss(logs(P, Q, R), torch.tensor(labels))
+
+
+def test_eer_is_where_false_accepts_equal_false_rejects_even_on_a_straight_stretch_of_the_curve():
+    import numpy as np
+
+    from diarize.metrics import equal_error_rate
+
+    scores = np.array([10, 9, 8, 7, -1] + list(range(6, -10, -1)), dtype=float)
+    same = np.array([True] * 5 + [False] * 16)
+    eer, threshold = equal_error_rate(scores, same)
+
+    def rates(t):  # false reject, false accept at threshold t
+        return (scores[same] < t).mean(), (scores[~same] >= t).mean()
+
+    gap = min(abs(np.subtract(*rates(t))) for t in scores)  # every threshold, by brute force
+    assert abs(np.subtract(*rates(threshold))) == gap
+    assert eer == pytest.approx(np.mean(rates(threshold))) and eer == pytest.approx((0.2 + 3 / 16) / 2)

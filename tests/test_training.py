@@ -1,6 +1,7 @@
 """What training promises: an encoder trained on synthetic speakers tells speakers it never heard apart
 (an untrained one cannot), an interrupted run resumes to exactly the weights of an uninterrupted one, and
 two torchrun processes train the same weights as one."""
+import dataclasses
 import json
 import os
 import signal
@@ -113,6 +114,32 @@ def test_an_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(few_v
     assert resumed["step"] == straight["step"] == 6
     assert_same_training_state(resumed, straight, weights_atol=1e-7, moments_rtol=1e-6)
     assert resumed["running_loss"] == pytest.approx(straight["running_loss"], rel=1e-6)  # the logged loss too
+
+
+def test_a_second_ctrl_c_inside_a_step_saves_nothing_of_it_and_the_resume_matches_an_unbroken_run(few_voices,
+                                                                                                   tmp_path):
+    """Stopped while step 4 is being validated (the second Ctrl-C of an impatient user): last.pt stays at
+    step 2, the last whole step, and the resumed run ends with the weights and log of an unbroken one."""
+    data, cache = list_dataset(few_voices), tmp_path / "cache"
+    config = dataclasses.replace(RESUME_CONFIG, val_every=2)
+
+    def stop_in_validation(event: str, **info) -> None:
+        if event == "val" and info["step"] == 4:
+            raise KeyboardInterrupt
+
+    train(data, data, tmp_path / "straight", RESUME_ENCODER, config, cache_dir=cache)
+    with pytest.raises(TrainingInterrupted) as interrupted:
+        train(data, data, tmp_path / "run", RESUME_ENCODER, config, cache_dir=cache, hook=stop_in_validation)
+    last = interrupted.value.args[0]
+    assert load_checkpoint(last)["step"] == 2
+    train(data, data, tmp_path / "run", RESUME_ENCODER, config, cache_dir=cache, resume=last)
+    resumed, straight = load_checkpoint(last), load_checkpoint(tmp_path / "straight" / "last.pt")
+    assert_same_training_state(resumed, straight, weights_atol=1e-7, moments_rtol=1e-6)
+
+    def log(run):
+        return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+                for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+    assert log("run") == log("straight") and [r["step"] for r in log("run")] == [2, 4, 6]
 
 
 def test_a_resumed_run_keeps_its_own_settings_whatever_the_command_line_says(few_voices, tmp_path):
