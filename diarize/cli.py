@@ -516,9 +516,9 @@ def embed(
         fail(str(e))
     config = PipelineConfig(window_hop=window_hop, batch_size=batch_size)
 
-    def done(path: Path) -> None:
+    def done(path: Path, warnings: list[str]) -> None:
         bar.update(task, advance=1, info=path.name)
-        for w in _audio_warnings(path):
+        for w in _audio_warnings(path) + warnings:
             warn(w)
 
     with progress_bar(quiet) as bar:

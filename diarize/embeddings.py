@@ -15,11 +15,11 @@ from .writers import atomic_write
 
 def collect_embeddings(files: list[Path], encoder: SpeakerEncoder, level: str = "window",
                        config: PipelineConfig = PipelineConfig(),
-                       on_file: Callable[[Path], None] | None = None) -> dict[str, np.ndarray]:
+                       on_file: Callable[[Path, list[str]], None] | None = None) -> dict[str, np.ndarray]:
     """Rows of embeddings (N x D float32, L2-normalised) with start/end seconds (ends never past the end
     of the audio), source path and, for segments and speakers, the speaker label. `file` gives one row
     per input, in input order: the mean of its speech windows (all windows when no speech is found).
-    An unreadable input raises AudioError naming it."""
+    on_file(path, warnings) follows each input. An unreadable input raises AudioError naming it."""
     rows: dict[str, list] = {"embeddings": [], "start": [], "end": [], "paths": [], "speakers": []}
 
     def add(emb, start, end, path, speakers=None):
@@ -30,6 +30,7 @@ def collect_embeddings(files: list[Path], encoder: SpeakerEncoder, level: str = 
         rows["speakers"] += list(speakers) if speakers is not None else [""] * len(rows["start"][-1])
 
     for path in files:
+        warnings = []
         if level in ("window", "file"):
             w = embed_windows(path, encoder, config)
             if level == "window":
@@ -37,10 +38,13 @@ def collect_embeddings(files: list[Path], encoder: SpeakerEncoder, level: str = 
                 add(w.embeddings, w.start, np.minimum(w.end, w.duration), path)
             else:
                 idx = speech_windows(w, speech_mask(w, config), config.hop_frames)
+                if not len(idx):
+                    warnings.append(f"{path}: no speech found; its embedding is the mean of all its windows")
                 mean = w.embeddings[idx if len(idx) else slice(None)].mean(axis=0)
                 add(mean / max(np.linalg.norm(mean), 1e-12), 0.0, w.duration, path)
         elif level in ("segment", "speaker"):
             d = diarize(path, encoder, config=config)
+            warnings = d.warnings  # "no speech found": no rows from this input
             if level == "segment":
                 names = [f"SPEAKER_{k:02d}" for k in d.segments["labels"]]
                 add(d.segments["embeddings"], d.segments["start"], d.segments["end"], path, names)
@@ -51,7 +55,7 @@ def collect_embeddings(files: list[Path], encoder: SpeakerEncoder, level: str = 
         else:
             raise ValueError(f"unknown level {level!r}; use window, segment, speaker or file")
         if on_file:
-            on_file(path)
+            on_file(path, warnings)
     dim = encoder.config.embedding_dim
     return {"embeddings": np.concatenate(rows["embeddings"]) if rows["embeddings"] else np.zeros((0, dim), np.float32),
             "start": np.concatenate(rows["start"]).astype(np.float64) if rows["start"] else np.zeros(0),

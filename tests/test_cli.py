@@ -133,6 +133,13 @@ def test_embed_file_level_gives_one_row_per_input_in_input_order(diarize, succee
         assert z["embeddings"].shape == (3, 32)
 
 
+@pytest.mark.parametrize("level", ["segment", "speaker", "file"])
+def test_embed_of_a_recording_without_speech_says_so(diarize, succeeds, make_audio, tmp_path, level):
+    silent = make_audio("quiet.wav", np.zeros(3 * 16000, np.float32))
+    stderr = succeeds(diarize("embed", silent, "--level", level, "--out", tmp_path / "e.npz"))
+    assert "warning:" in stderr and "no speech found" in stderr and "quiet" in stderr
+
+
 def test_embed_json_is_valid_json_records(diarize, succeeds, make_audio, tmp_path):
     succeeds(diarize("embed", make_audio("two.wav"), "--level", "speaker", "--out", tmp_path / "spk.json"))
     records = json.loads((tmp_path / "spk.json").read_text())
