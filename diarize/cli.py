@@ -200,7 +200,7 @@ def train(
             last = e.args[0]
             console.print(f"interrupted: {last} holds the last whole step; continue with --resume {last}" if last
                           else "interrupted before the first checkpoint: nothing to resume")
-            raise typer.Exit(130)
+            raise typer.Exit(128 + e.args[1])  # the shell's code for death by that signal: 130, 143
         except (DataError, ModelError, ValueError) as e:
             fail(str(e))
         except OSError as e:

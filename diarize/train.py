@@ -41,7 +41,8 @@ class TrainConfig:
 
 
 class TrainingInterrupted(Exception):
-    """Raised after Ctrl-C/SIGTERM once the last completed step is saved; carries that checkpoint."""
+    """Raised after Ctrl-C/SIGTERM once the last completed step is saved; carries that checkpoint (None if
+    there is none yet) and the signal's number."""
 
 
 class _StopRequest:
@@ -49,7 +50,7 @@ class _StopRequest:
     exactly a completed step; a second Ctrl-C stops at once."""
 
     def __init__(self):
-        self.requested, self.saved = False, {}
+        self.requested, self.saved, self.signum = False, {}, signal.SIGINT
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self.saved[sig] = signal.signal(sig, self._handle)
@@ -57,7 +58,7 @@ class _StopRequest:
     def _handle(self, signum, frame):
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested, self.signum = True, signum
 
     def restore(self):
         for sig, handler in self.saved.items():
@@ -238,7 +239,7 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
         if rank == 0 and whole:
             checkpoint(metrics)
         last = out_dir / "last.pt"  # else the last whole step saved, if any: a resume redoes the rest
-        raise TrainingInterrupted(last if last.exists() else None) from None
+        raise TrainingInterrupted(last if last.exists() else None, int(stop.signum)) from None
     finally:
         stop.restore()
         if world > 1:

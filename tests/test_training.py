@@ -73,12 +73,12 @@ RESUME_CONFIG = TrainConfig(steps=6, speakers_per_batch=4, windows_per_speaker=2
 
 
 def interrupt_at(step: int, how: str):
-    """A training hook that interrupts the run once `step` is done: Ctrl-C (SIGINT), or a KeyboardInterrupt
-    raised in the loop."""
+    """A training hook that interrupts the run once `step` is done: Ctrl-C (SIGINT), SIGTERM, or a
+    KeyboardInterrupt raised in the loop."""
     def hook(event: str, **info) -> None:
         if event == "step" and info["step"] == step:
-            if how == "sigint":
-                os.kill(os.getpid(), signal.SIGINT)
+            if how in ("sigint", "sigterm"):
+                os.kill(os.getpid(), signal.SIGINT if how == "sigint" else signal.SIGTERM)
             else:
                 raise KeyboardInterrupt
     return hook
@@ -95,7 +95,7 @@ def assert_same_training_state(a: dict, b: dict, weights_atol: float, moments_rt
             assert torch.linalg.norm(mine - theirs) <= moments_rtol * torch.linalg.norm(theirs), (key, moment)
 
 
-@pytest.mark.parametrize("how", ["sigint", "keyboard-interrupt"])
+@pytest.mark.parametrize("how", ["sigint", "sigterm", "keyboard-interrupt"])
 def test_an_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(few_voices, tmp_path, how):
     data, cache = list_dataset(few_voices), tmp_path / "cache"
     train(data, None, tmp_path / "straight", RESUME_ENCODER, RESUME_CONFIG, cache_dir=cache)
@@ -106,6 +106,7 @@ def test_an_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(few_v
     assert signal.getsignal(signal.SIGINT) == handler  # Ctrl-C means Ctrl-C again afterwards
     last = tmp_path / "run" / "last.pt"
     assert interrupted.value.args[0] == last
+    assert interrupted.value.args[1] == (signal.SIGTERM if how == "sigterm" else signal.SIGINT)  # exit 143 / 130
     assert load_checkpoint(last)["step"] == 3  # the last completed step
 
     summary = train(data, None, tmp_path / "run", RESUME_ENCODER, RESUME_CONFIG, cache_dir=cache, resume=last)
