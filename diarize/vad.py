@@ -84,9 +84,6 @@ class SileroSpeech:
         if len(probs):
             self.probs.append(probs)
 
-    def __call__(self, chunk: np.ndarray) -> None:
-        self.add(self.score(chunk))
-
     def speech(self, n_frames: int, threshold: float = 0.5, min_speech: float = 0.2,
                min_silence: float = 0.3) -> np.ndarray:
         probs = np.concatenate(self.probs) if self.probs else np.zeros(1)
