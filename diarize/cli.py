@@ -189,6 +189,8 @@ def train(
                                                   completed=info["step"] - 1)
                 bar.update(tasks["train"], completed=info["step"],
                            info=f"loss {info['loss']:.3f} same {info['same_acc']:.2f} diff {info['diff_acc']:.2f}")
+            elif event == "warning" and rank0:
+                warn(info["message"])
             elif event == "val":
                 console.print(f"step {info['step']}: val EER {100 * info['eer']:.2f}% pair acc "
                               f"{info['pair_accuracy']:.3f} (best {100 * info['best']:.2f}%)")
@@ -218,8 +220,8 @@ class VAD(str, enum.Enum):
 
 
 class Method(str, enum.Enum):
-    hdbscan = "hdbscan"
     ahc = "ahc"
+    hdbscan = "hdbscan"
 
 
 class Level(str, enum.Enum):
@@ -343,7 +345,8 @@ def cluster(
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     vad: Annotated[VAD, typer.Option(help="Speech detector: silero (silero-vad) or energy (faster, for clean audio).")] = VAD.silero,
-    method: Annotated[Method, typer.Option("--cluster", help="Clustering when the count is estimated.")] = Method.hdbscan,
+    method: Annotated[Method, typer.Option("--cluster", help="Clustering when the count is estimated, with "
+                                                             "the model's calibration.")] = Method.ahc,
     window_hop: HopOpt = 0.2,
     seed: Annotated[int, typer.Option()] = 0,
     batch_size: BatchOpt = 256,
@@ -599,6 +602,12 @@ def info(model: ModelOpt = None) -> None:
         out.print(f"  {k}: {v}")
     for k, v in encoder.metrics.items():
         out.print(f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}")
+    if encoder.calibration is None:
+        out.print("[bold]calibration[/] none: give --num-speakers, or run diarize validate DATA --calibrate")
+    else:
+        out.print("[bold]calibration[/] (speaker count; read on held-out speakers)")
+        for k, v in encoder.calibration.as_dict().items():
+            out.print(f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}")
 
 
 @app.command()
@@ -611,11 +620,15 @@ def validate(
     cache: Annotated[Path, typer.Option(help="Feature cache folder.")] = Path.home() / ".cache" / "diarize",
     workers: Annotated[int, typer.Option(min=1, help="Processes computing features.")] = 1,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON.")] = None,
+    calibrate: Annotated[Optional[Path], typer.Option(
+        help="Write the model with the speaker-count calibration read on these speakers to this .pt file "
+             "(may be the model's own file; replaced only with --force).")] = None,
     force: ForceOpt = False,
 ) -> None:
-    """Measure a speaker encoder on held-out speakers: EER, pair accuracy, ZHAW misclassification rate.
+    """Measure a speaker encoder on held-out speakers: EER, pair accuracy, ZHAW misclassification rate, and
+    the calibration its speaker count needs (stored in a model file with --calibrate).
 
-    Example: diarize validate ~/corpus/dev.tsv --model runs/enc/best.pt
+    Example: diarize validate ~/corpus/dev.tsv --model runs/enc/best.pt --calibrate runs/enc/calibrated.pt
     """
     from .data import DataError, list_dataset
     from .model import ModelError, load_model
@@ -623,6 +636,10 @@ def validate(
 
     if json_out:
         check_target(json_out, force)
+    if calibrate:
+        if calibrate.suffix != ".pt":
+            fail(f"{calibrate}: a model file ends in .pt")
+        check_target(calibrate, force)
     try:
         encoder = load_model(model, device)
         figures = run_validation(encoder, list_dataset(data), cache, next(encoder.parameters()).device,
@@ -641,6 +658,20 @@ def validate(
                   f"(threshold {figures['mr_threshold']:.2f} chosen on the others)")
     else:
         out.print(f"no ZHAW misclassification rate: {figures['mr_skipped']}")
+    if "calibration" in figures:
+        c = figures["calibration"]
+        out.print(f"calibration: merge at similarity {c['merge_similarity']:.3f} (same/different centroid "
+                  f"error {100 * c['centroid_eer']:.1f}%), same voice {c['same_voice']:.3f}, "
+                  f"min silhouette {c['min_silhouette']:.3f}")
+    else:
+        out.print(f"no calibration: {figures['calibration_skipped']}")
+    if calibrate:
+        if "calibration" not in figures:
+            fail(f"{calibrate} not written: {figures['calibration_skipped']}")
+        from .model import load_checkpoint, write_checkpoint
+
+        write_checkpoint(calibrate, {**load_checkpoint(encoder.source), "calibration": figures["calibration"]})
+        out.print(f"calibrated model written to {calibrate}")
     if json_out:
         write_json(json_out, figures)
 

@@ -1,34 +1,32 @@
-"""Clustering segment embeddings into speakers: HDBSCAN with an automatic count, AHC with a distance
-threshold, or spectral clustering for a given count."""
+"""Clustering segment embeddings into speakers. The count is estimated with thresholds calibrated for the
+encoder (calibration.py): centroid-linkage AHC (default) or HDBSCAN; a given count uses spectral clustering."""
 from __future__ import annotations
 
 from typing import Callable
 
 import numpy as np
 
+from .calibration import Calibration
 
-SAME_VOICE = 0.7  # speakers whose centroids are this similar (cosine) are one. Dev conversations: random
-# halves of one speaker 0.68 at least (median 0.94), two speakers 0.80 at most (90% under 0.38); the 30-minute
-# benchmark file, one 3-voice clip over and over, came out as 43 speakers without it (DER 91% -> 19%)
-MIN_CLUSTER_SHARE = 0.02  # HDBSCAN's minimum cluster size is at least this share of the segments
+MIN_CLUSTER_SHARE = 0.02  # a speaker holds at least this share of the segments (and `min_cluster_size`)
 MAX_POINTS = 2000  # above this many segments, cluster a seeded sample and assign the rest to its centroids
-MIN_SILHOUETTE = 0.37  # a split into speakers less clear than this is one voice too many. Dev, bundled model:
-# the best split of one voice scores 0.15-0.34 (clean or in white noise), of 2-5 voices 0.43-0.84 clean and
-# 0.29-0.84 at 10-30 dB SNR; 0.37-0.39 gave the lowest DER on 24 clean and 24 noisy conversations and the
-# real clips (0.40: 12.3% -> 11.4% clean, 28.9/32.3/35.5% -> 22.3/24.3/33.0% at 30/20/10 dB SNR)
+AHC_POINTS = 1000  # centroid linkage keeps an n x n similarity matrix: a sample of at most this many
 
 
-def cluster_embeddings(x: np.ndarray, method: str = "hdbscan", num_speakers: int | None = None,
-                       min_speakers: int = 1, max_speakers: int | None = None, threshold: float = 0.5,
-                       min_cluster_size: int = 3, seed: int = 0, max_points: int = MAX_POINTS) -> np.ndarray:
-    """Speaker label (0..k-1) of each L2-normalised embedding; no point is left unlabelled.
+def cluster_embeddings(x: np.ndarray, method: str = "ahc", num_speakers: int | None = None,
+                       min_speakers: int = 1, max_speakers: int | None = None,
+                       calibration: Calibration | None = None, min_cluster_size: int = 3, seed: int = 0,
+                       max_points: int = MAX_POINTS) -> np.ndarray:
+    """Speaker label (0..k-1) of each L2-normalised (recording-centred) embedding; none is left unlabelled.
 
-    `num_speakers` gives exactly that many (spectral, capped at the number of segments); otherwise `method`
-    estimates the count: "hdbscan" (density clusters; its noise and clusters under `min_cluster_size`
-    segments, or MIN_CLUSTER_SHARE of them if more, join the nearest speaker; the closest speakers merge
-    while the silhouette is under MIN_SILHOUETTE, a speaker whose two halves reach it splits, and
-    speakers at SAME_VOICE similarity merge)
-    or "ahc" (average linkage cut at cosine distance `threshold`).
+    `num_speakers` gives exactly that many (spectral, capped at the number of segments). Otherwise `method`
+    estimates the count with the encoder's `calibration`:
+    "ahc": the two speakers with the most similar centroids merge while their similarity reaches
+    calibration.merge_similarity; speakers under `min_cluster_size` segments (or MIN_CLUSTER_SHARE of them)
+    join the nearest one; then the closest merge while the split is less clear (silhouette) than
+    calibration.min_silhouette, the silhouette a split of one voice reaches.
+    "hdbscan": density clusters, with the same silhouette rule (a speaker whose two halves pass it splits) and
+    speakers at calibration.same_voice similarity merged.
     An estimate outside [min_speakers, max_speakers] is redone by spectral clustering with the count clamped.
     """
     n = len(x)
@@ -38,15 +36,19 @@ def cluster_embeddings(x: np.ndarray, method: str = "hdbscan", num_speakers: int
         return np.zeros(n, dtype=int)
     if n > max_points:  # bounded time and memory on hours of audio
         return _on_sample(x, max_points, seed, lambda s: cluster_embeddings(
-            s, method, num_speakers, min_speakers, max_speakers, threshold, min_cluster_size, seed, max_points))
+            s, method, num_speakers, min_speakers, max_speakers, calibration, min_cluster_size, seed, max_points))
     if num_speakers is not None:
         return _spectral(x, min(num_speakers, n), seed)
-    if method == "hdbscan":
-        labels = _hdbscan(x, min_cluster_size, seed)
-    elif method == "ahc":
-        labels = _ahc(x, threshold=threshold)
+    if calibration is None:
+        raise ValueError("estimating the speaker count needs the model's calibration: give the count, or "
+                         "calibrate the model on held-out speakers (diarize validate DATA --calibrate MODEL)")
+    min_size = max(2, min(max(min_cluster_size, round(MIN_CLUSTER_SHARE * n)), n // 2))
+    if method == "ahc":
+        labels = _ahc(x, calibration, min_size, seed)
+    elif method == "hdbscan":
+        labels = _hdbscan(x, calibration, min_size, seed)
     else:
-        raise ValueError(f"unknown clustering method {method!r}; use hdbscan or ahc")
+        raise ValueError(f"unknown clustering method {method!r}; use ahc or hdbscan")
     k = len(set(labels))
     lo, hi = min(min_speakers, n), min(max_speakers or n, n)
     if not lo <= k <= hi:
@@ -54,14 +56,47 @@ def cluster_embeddings(x: np.ndarray, method: str = "hdbscan", num_speakers: int
     return labels
 
 
-def _ahc(x: np.ndarray, n_clusters: int | None = None, threshold: float | None = None) -> np.ndarray:
-    from sklearn.cluster import AgglomerativeClustering
-
-    if n_clusters == 1:
+def _ahc(x: np.ndarray, calibration: Calibration, min_size: int, seed: int) -> np.ndarray:
+    """The one-voice test, then centroid linkage stopped at the calibrated similarity, small clusters absorbed,
+    and the closest merged while the split is less clear than the calibrated silhouette."""
+    if len(x) > AHC_POINTS:
+        return _on_sample(x, AHC_POINTS, seed, lambda s: _ahc(s, calibration, min_size, seed))
+    # one voice: its best split into two is no clearer than the calibration's splits of one voice
+    if _unclear(x, calibration.min_silhouette)(_spectral(x, 2, seed), 0.0):
         return np.zeros(len(x), dtype=int)
-    ahc = AgglomerativeClustering(n_clusters=n_clusters, metric="cosine", linkage="average",
-                                  distance_threshold=None if n_clusters else threshold)
-    return _relabel(ahc.fit_predict(x))
+    labels = _centroid_linkage(x, calibration.merge_similarity)
+    labels = assign_to_nearest(x, labels, min_size=min_size)
+    return _merge_closest(x, labels, _unclear(x, calibration.min_silhouette))
+
+
+def _centroid_linkage(x: np.ndarray, stop: float) -> np.ndarray:
+    """Agglomerative clustering from single segments: the two clusters whose normalised mean embeddings are
+    most similar (cosine) merge, until no two are at least `stop` similar."""
+    n = len(x)
+    sums, labels, alive = x.astype(np.float64), np.arange(n), np.ones(n, bool)
+    sim = x @ x.T
+    np.fill_diagonal(sim, -np.inf)
+    while alive.sum() > 1:
+        a, b = np.unravel_index(np.argmax(sim), sim.shape)
+        if sim[a, b] < stop:
+            break
+        sums[a] += sums[b]
+        labels[labels == b] = a
+        alive[b] = False
+        means = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+        row = means @ means[a]
+        row[~alive] = -np.inf
+        row[a] = -np.inf
+        sim[a, :], sim[:, a] = row, row
+        sim[b, :], sim[:, b] = -np.inf, -np.inf
+    return _relabel(labels)
+
+
+def _unclear(x: np.ndarray, min_silhouette: float) -> Callable[[np.ndarray, float], bool]:
+    """merge(labels, _) for `_merge_closest`: the split is less clear than `min_silhouette`."""
+    from sklearn.metrics import silhouette_score
+
+    return lambda labels, _: labels.max() >= len(x) - 1 or silhouette_score(x, labels, metric="cosine") < min_silhouette
 
 
 PRUNING = (0.05, 0.1, 0.15, 0.2, 0.3)  # shares of nearest neighbours each segment keeps in the affinity
@@ -94,18 +129,14 @@ def _spectral(x: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
     return _relabel(KMeans(n_clusters, n_init=10, random_state=seed).fit_predict(best[1]))
 
 
-def _hdbscan(x: np.ndarray, min_cluster_size: int, seed: int) -> np.ndarray:
+def _hdbscan(x: np.ndarray, calibration: Calibration, size: int, seed: int) -> np.ndarray:
     import hdbscan
-    from sklearn.metrics import silhouette_score
 
     n = len(x)
     # density estimates are poor in 256 dimensions: project on the leading principal axes first
     centred = x - x.mean(axis=0)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
     reduced = centred @ vt[: min(16, n - 1, vt.shape[0])].T
-    # on long recordings a few segments make a "cluster" of one phrase: 110 of them on a 20-minute
-    # conversation of 4 (2-5% of the segments all gave 3-4 speakers)
-    size = max(2, min(max(min_cluster_size, round(MIN_CLUSTER_SHARE * n)), n // 2))
     # HDBSCAN's own single-cluster option swallowed whole conversations (2 of 8 became one speaker);
     # asking it for a split and judging the split by its silhouette tells one voice from several
     labels = hdbscan.HDBSCAN(min_cluster_size=size, min_samples=1, cluster_selection_method="eom",
@@ -113,16 +144,11 @@ def _hdbscan(x: np.ndarray, min_cluster_size: int, seed: int) -> np.ndarray:
     if (labels < 0).all():
         return np.zeros(n, dtype=int)
     labels = assign_to_nearest(x, labels, min_size=size)
-    # a split less clear than MIN_SILHOUETTE has one voice too many: merge the two closest speakers
-    # until it is clear, or until one speaker is left
-    def unclear(labels: np.ndarray, _: float) -> bool:
-        return silhouette_score(x, labels, metric="cosine") < MIN_SILHOUETTE
-
-    labels = _merge_closest(x, labels, unclear)
+    labels = _merge_closest(x, labels, _unclear(x, calibration.min_silhouette))
     if labels.max() > 0:
-        labels = _split_clear(x, labels, size, seed)
+        labels = _split_clear(x, labels, size, calibration.min_silhouette, seed)
     # a clear split can still cut one voice into its phrases (a recording that repeats itself does)
-    return _merge_closest(x, labels, lambda _, similarity: similarity >= SAME_VOICE)
+    return _merge_closest(x, labels, lambda _, similarity: similarity >= calibration.same_voice)
 
 
 def _merge_closest(x: np.ndarray, labels: np.ndarray, merge: Callable[[np.ndarray, float], bool]) -> np.ndarray:
@@ -138,9 +164,9 @@ def _merge_closest(x: np.ndarray, labels: np.ndarray, merge: Callable[[np.ndarra
     return labels
 
 
-def _split_clear(x: np.ndarray, labels: np.ndarray, min_size: int, seed: int) -> np.ndarray:
+def _split_clear(x: np.ndarray, labels: np.ndarray, min_size: int, min_silhouette: float, seed: int) -> np.ndarray:
     """The converse of merging, for voices HDBSCAN ran together: a speaker whose two halves (spectral)
-    hold at least `min_size` segments each and separate with silhouette >= MIN_SILHOUETTE is two."""
+    hold at least `min_size` segments each and separate with silhouette >= `min_silhouette` is two."""
     from sklearn.metrics import silhouette_score
 
     speaker = 0
@@ -149,7 +175,7 @@ def _split_clear(x: np.ndarray, labels: np.ndarray, min_size: int, seed: int) ->
         if len(members) >= 2 * min_size:
             halves = _spectral(x[members], 2, seed)
             if (np.bincount(halves).min() >= min_size
-                    and silhouette_score(x[members], halves, metric="cosine") >= MIN_SILHOUETTE):
+                    and silhouette_score(x[members], halves, metric="cosine") >= min_silhouette):
                 labels = labels.copy()
                 labels[members[halves == 1]] = labels.max() + 1
                 continue  # the half that kept the label may split again

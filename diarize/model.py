@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .calibration import Calibration
 from .hparams import N_MELS, WINDOW_FRAMES
 from .writers import atomic_write
 
@@ -44,6 +45,7 @@ class SpeakerEncoder(nn.Module):
         if config.embedding_layer not in ("blstm2", "dense"):
             raise ValueError(f"embedding_layer must be 'blstm2' or 'dense', not {config.embedding_layer!r}")
         self.config = config
+        self.calibration: Calibration | None = None  # set when loaded from a calibrated checkpoint
         h = config.lstm_hidden
         self.blstm1 = nn.LSTM(config.n_mels, h, batch_first=True, bidirectional=True)
         self.blstm2 = nn.LSTM(2 * h, h, batch_first=True, bidirectional=True)
@@ -104,8 +106,12 @@ class SiameseKL(nn.Module):
 def save_checkpoint(path: str | Path, encoder: SpeakerEncoder, **extra) -> None:
     """Write {format_version, config, state_dict, **extra} atomically (temporary file, then rename)."""
     state = {k: v.detach().cpu() for k, v in encoder.state_dict().items()}
-    payload = {"format_version": FORMAT_VERSION, "config": dataclasses.asdict(encoder.config),
-               "state_dict": state, **extra}
+    write_checkpoint(path, {"format_version": FORMAT_VERSION, "config": dataclasses.asdict(encoder.config),
+                            "state_dict": state, **extra})
+
+
+def write_checkpoint(path: str | Path, payload: dict) -> None:
+    """Write a checkpoint's dict atomically (temporary file, then rename)."""
     with atomic_write(path, "wb") as f:
         torch.save(payload, f)
 
@@ -184,5 +190,7 @@ def load_model(name_or_path: str | Path | None = None, device: str | None = "aut
     encoder = encoder_from_checkpoint(ckpt, path)
     metrics = ckpt.get("metrics")  # figures measured at training time, shown by `diarize info`
     encoder.metrics = metrics if isinstance(metrics, dict) else {}
+    calibration = ckpt.get("calibration")  # the speaker-count thresholds measured for this encoder
+    encoder.calibration = Calibration.from_dict(calibration) if isinstance(calibration, dict) else None
     encoder.source = path
     return encoder.to(pick_device(device)).eval()

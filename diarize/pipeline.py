@@ -17,6 +17,7 @@ import torch
 from scipy.ndimage import binary_dilation, uniform_filter1d
 
 from .audio import audio_duration, load_audio_header, stream_audio, stream_log_mel
+from .calibration import Calibration
 from .cluster import centroids, cluster_embeddings
 from .hparams import FRAME_SECONDS, WINDOW_FRAMES, WINDOW_SECONDS
 from .model import SpeakerEncoder, load_model
@@ -45,8 +46,7 @@ class PipelineConfig:
     min_speech: float = 0.2  # seconds: shorter bursts are not speech
     min_silence: float = 0.3  # seconds: shorter pauses are bridged
     floor_margin: float | None = 3.0  # dB: frames this close to the noise floor are never speech (None: off)
-    cluster: str = "hdbscan"  # "hdbscan" or "ahc" when the speaker count is estimated
-    ahc_threshold: float = 0.7  # cosine distance at which "ahc" stops merging (best of 0.5-0.9 on dev conversations)
+    cluster: str = "ahc"  # "ahc" or "hdbscan" when the speaker count is estimated (cluster.py)
     min_cluster_size: int = 5  # segments (at least 2% of them); smaller HDBSCAN clusters join the nearest speaker
     smooth_windows: int = 5  # windows over which speaker similarities are averaged when relabelling
     min_turn: float = 0.5  # seconds: shorter turns are absorbed by their neighbours
@@ -389,7 +389,8 @@ def diarize(path: str | Path, model: SpeakerEncoder | str | Path | None = None, 
     timer = StageTimer()
     windows = embed_windows(path, encoder, config, hook, timer)
     return diarize_windows(windows, path.stem, num_speakers=num_speakers, min_speakers=min_speakers,
-                           max_speakers=max_speakers, config=config, seed=seed, timer=timer)
+                           max_speakers=max_speakers, config=config, seed=seed, timer=timer,
+                           calibration=encoder.calibration)
 
 
 def check_speaker_counts(num_speakers: int | None, min_speakers: int, max_speakers: int | None) -> None:
@@ -408,8 +409,9 @@ def check_speaker_counts(num_speakers: int | None, min_speakers: int, max_speake
 
 def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None = None, min_speakers: int = 1,
                     max_speakers: int | None = None, config: PipelineConfig = PipelineConfig(), seed: int = 0,
-                    timer: StageTimer | None = None) -> Diarization:
-    """The steps after embedding: speech detection, segments, clustering, resegmentation, turns."""
+                    timer: StageTimer | None = None, calibration: Calibration | None = None) -> Diarization:
+    """The steps after embedding: speech detection, segments, clustering, resegmentation, turns.
+    `calibration` (the encoder's) is needed unless `num_speakers` is given."""
     check_speaker_counts(num_speakers, min_speakers, max_speakers)
     timer = timer if timer is not None else StageTimer()
     hop = config.hop_frames
@@ -437,7 +439,7 @@ def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None 
         centre = seg_emb.mean(axis=0)
         seg_c, win_c = _normalise(seg_emb - centre), _normalise(windows.embeddings[idx] - centre)
         labels = cluster_embeddings(seg_c, config.cluster, num_speakers, min_speakers, max_speakers,
-                                    config.ahc_threshold, config.min_cluster_size, seed)
+                                    calibration, config.min_cluster_size, seed)
         # resegmentation: every speech window goes to its nearest speaker centroid, the similarities
         # first averaged over `smooth_windows` neighbours so that single stray windows do not flip
         sims = win_c @ centroids(seg_c, labels).T

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .augment import augment
+from .calibration import Calibration, calibrate, piece_embeddings
 from .data import BatchSampler, Dataset, FeatureCache, build_cache, utterance_windows
 from .hparams import WINDOW_FRAMES
 from .loss import kl_hinge_loss
@@ -77,11 +78,19 @@ def _dist() -> tuple[int, int]:
     return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
 
 
-def validation_windows(cache: FeatureCache, per_speaker: int, seed: int = 0) -> tuple[list[np.ndarray], list[str]]:
-    """Up to `per_speaker` utterances per speaker, each as a stack of windows."""
+CALIBRATION_SPEAKERS = 60  # training speakers the calibration is read on when no held-out ones are given
+CALIBRATION_UTTERANCES = 10  # utterances of each
+
+
+def validation_windows(cache: FeatureCache, per_speaker: int, seed: int = 0,
+                       max_speakers: int | None = None) -> tuple[list[np.ndarray], list[str]]:
+    """Up to `per_speaker` utterances per speaker (of at most `max_speakers`, drawn), as stacks of windows."""
     rng = np.random.default_rng(seed)
     utts, spks = [], []
-    for spk in sorted(set(cache.speakers)):
+    speakers = sorted(set(cache.speakers))
+    if max_speakers is not None and len(speakers) > max_speakers:
+        speakers = sorted(rng.choice(speakers, size=max_speakers, replace=False))
+    for spk in speakers:
         idx = [i for i, s in enumerate(cache.speakers) if s == spk]
         for i in sorted(rng.permutation(idx)[:per_speaker]):
             feats = np.asarray(cache.frames[cache.offsets[i]: cache.offsets[i] + cache.lengths[i]])
@@ -91,18 +100,29 @@ def validation_windows(cache: FeatureCache, per_speaker: int, seed: int = 0) -> 
 
 
 @torch.inference_mode()
-def utterance_embeddings(encoder: SpeakerEncoder, utts: list[np.ndarray], device: torch.device,
-                         batch_size: int = 512) -> np.ndarray:
-    """Mean of each utterance's window embeddings, L2-normalised."""
+def window_embeddings(encoder: SpeakerEncoder, utts: list[np.ndarray], device: torch.device,
+                      batch_size: int = 512) -> list[np.ndarray]:
+    """The embedding of every window of each utterance: one (windows, D) array per utterance."""
     was_training = encoder.training
     encoder.eval()
     flat = torch.from_numpy(np.concatenate(utts))
     emb = torch.cat([encoder.embed(flat[i: i + batch_size].to(device)).cpu()
-                     for i in range(0, len(flat), batch_size)])
-    owner = torch.repeat_interleave(torch.arange(len(utts)), torch.tensor([len(u) for u in utts]))
-    sums = torch.zeros(len(utts), emb.shape[1]).index_add_(0, owner, emb)
+                     for i in range(0, len(flat), batch_size)]).numpy()
     encoder.train(was_training)
-    return torch.nn.functional.normalize(sums, dim=1).numpy()
+    return np.split(emb, np.cumsum([len(u) for u in utts])[:-1])
+
+
+def utterance_embeddings(encoder: SpeakerEncoder, utts: list[np.ndarray], device: torch.device,
+                         batch_size: int = 512) -> np.ndarray:
+    """Mean of each utterance's window embeddings, L2-normalised."""
+    sums = np.stack([w.sum(axis=0) for w in window_embeddings(encoder, utts, device, batch_size)])
+    return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+
+
+def calibrate_encoder(encoder: SpeakerEncoder, utts: list[np.ndarray], spks: list[str],
+                      device: torch.device) -> Calibration:
+    """The encoder's calibration (calibration.calibrate) from held-out utterances' windows."""
+    return calibrate(piece_embeddings(window_embeddings(encoder, utts, device)), spks)
 
 
 def evaluate_encoder(encoder: SpeakerEncoder, utts: list[np.ndarray], spks: list[str],
@@ -141,6 +161,9 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
              skipped=val_cache.skipped, dropped=[])
         if len(set(val_cache.speakers)) >= 2:
             val = validation_windows(val_cache, config.val_utterances)
+    # the speaker-count calibration is read on held-out speakers; a run without any reads it on training ones
+    held_out = val if val and len(set(val[1])) >= 5 else validation_windows(train_cache, CALIBRATION_UTTERANCES,
+                                                                           max_speakers=CALIBRATION_SPEAKERS)
 
     step, best_eer, history = 0, float("inf"), []
     if resume:
@@ -172,6 +195,7 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
 
     def checkpoint(metrics: dict) -> None:
         extra = {"step": step, "best_eer": best_eer, "history": history, "metrics": metrics,
+                 "calibration": calibration,
                  "running_loss": running, "train_config": dataclasses.asdict(config),
                  "optimizer": optimizer.state_dict()}
         save_checkpoint(out_dir / "last.pt", encoder, **extra)
@@ -183,6 +207,7 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
 
     # the logged loss is a running average: a resumed run carries it on, so its log matches an unbroken one
     running, started, metrics = (ckpt.get("running_loss") if resume else None), time.time(), {}
+    calibration = ckpt.get("calibration") if resume else None
     stop = _StopRequest()
     whole = True  # weights, optimiser, step count and that step's validation agree: a state to save
     try:
@@ -220,13 +245,18 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
                 log({"step": step, "loss": running, **stats, "seconds": time.time() - started})
             if due:
                 metrics = evaluate_encoder(encoder, *val, device) if val else {}
+                try:
+                    calibration = calibrate_encoder(encoder, *held_out, device).as_dict()
+                except ValueError as e:  # too few speakers: the count must be told, or calibrated later
+                    calibration = None
+                    hook("warning", message=f"no speaker-count calibration: {e}")
                 if metrics:
                     log({"step": step, **{f"val_{k}": v for k, v in metrics.items()}})
                     hook("val", step=step, best=min(best_eer, metrics["eer"]), **metrics)
                 if not val or metrics["eer"] < best_eer:
                     best_eer = metrics.get("eer", best_eer)
                     save_checkpoint(out_dir / "best.pt", encoder, step=step, metrics=metrics,
-                                    train_config=dataclasses.asdict(config))
+                                    train_config=dataclasses.asdict(config), calibration=calibration)
                 checkpoint(metrics)
                 whole = True
         if world > 1:
@@ -251,12 +281,18 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
 def validate(encoder: SpeakerEncoder, data: Dataset, cache_dir: str | Path, device: torch.device,
              per_speaker: int = 20, workers: int = 1, hook: Hook | None = None) -> dict:
     """The model card's figures on held-out speakers: EER and pair accuracy (cosine, all pairs of at most
-    `per_speaker` utterances a speaker) and the ZHAW misclassification rate (first 8 vs last 2
-    utterances of 40 speakers, threshold chosen on the others)."""
+    `per_speaker` utterances a speaker), the ZHAW misclassification rate (first 8 vs last 2
+    utterances of 40 speakers, threshold chosen on the others) and the encoder's speaker-count
+    calibration read on the same utterances ("calibration", a Calibration as a dict)."""
     from .metrics import zhaw_mr
 
     cache = build_cache(data, cache_dir, workers, hook)
-    figures = evaluate_encoder(encoder, *validation_windows(cache, per_speaker), device)
+    held_out = validation_windows(cache, per_speaker)
+    figures = evaluate_encoder(encoder, *held_out, device)
+    try:
+        figures["calibration"] = calibrate_encoder(encoder, *held_out, device).as_dict()
+    except ValueError as e:
+        figures["calibration_skipped"] = str(e)
     utts = [utterance_windows(np.asarray(cache.frames[o: o + n])) for o, n in zip(cache.offsets, cache.lengths)]
     try:
         figures.update(zhaw_mr(utterance_embeddings(encoder, utts, device), cache.speakers))

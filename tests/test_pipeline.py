@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from diarize.audio import frame_energy_db, log_mel, stream_log_mel
+from diarize.calibration import Calibration
 from diarize.cluster import cluster_embeddings
 from diarize.evaluate import score
 from diarize.model import load_model
@@ -20,6 +21,10 @@ from pathlib import Path
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 EXAMPLE = EXAMPLES / "meeting.wav"
 REFERENCE = EXAMPLES / "meeting.rttm"
+
+
+# thresholds for the synthetic blobs below (a model's own come from `calibration.calibrate`)
+CAL = Calibration(merge_similarity=0.5, same_voice=0.7, min_silhouette=0.37)
 
 
 def blobs(sizes, dim=32, spread=0.15, seed=0):
@@ -94,9 +99,10 @@ def test_a_noisy_recording_is_cut_into_longer_segments(tiny_model, voices, make_
     monkeypatch.setattr(diarize.pipeline, "segment_embeddings", segments)
     path = make_audio("talk.wav", voices(seconds=10, noise=noise))
     config = PipelineConfig(vad="energy")
-    windows = embed_windows(path, load_model(tiny_model, "cpu"), config)
+    model = load_model(tiny_model, "cpu")
+    windows = embed_windows(path, model, config)
     assert is_noisy(windows.energy_db) == noisy
-    diarize_windows(windows, "talk", config=config)
+    diarize_windows(windows, "talk", config=config, calibration=model.calibration)
     assert asked == [config.noisy_segment_seconds if noisy else config.segment_seconds]
     assert config.noisy_segment_seconds == 2.4 and config.segment_seconds == 1.2
 
@@ -104,20 +110,21 @@ def test_a_noisy_recording_is_cut_into_longer_segments(tiny_model, voices, make_
 def test_clustering_estimates_the_speaker_count():
     x, truth = blobs([30, 20, 25])
     for method in ("hdbscan", "ahc"):
-        labels = cluster_embeddings(x, method=method)
+        labels = cluster_embeddings(x, method=method, calibration=CAL)
         assert len(set(labels)) == 3, method
         assert len(set(zip(labels, truth))) == 3  # each cluster is one speaker
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_one_voice_is_one_speaker_however_hdbscan_splits_it(seed):
-    """Segments of one voice scatter around a single direction; density clustering still finds
-    'clusters' in the scatter (4 of these 5 fail without the silhouette check), and the silhouette of
-    that split is what says there is just one."""
+@pytest.mark.parametrize("method", ["ahc", "hdbscan"])
+def test_one_voice_is_one_speaker_however_it_is_split(seed, method):
+    """Segments of one voice scatter around a single direction; density clustering and linkage still find
+    'clusters' in the scatter (4 of these 5 fail HDBSCAN without the silhouette check), and the silhouette
+    of that split is what says there is just one."""
     x, _ = blobs([80], spread=1.0, seed=seed)
-    assert len(set(cluster_embeddings(x, method="hdbscan", min_cluster_size=6))) == 1
+    assert len(set(cluster_embeddings(x, method=method, min_cluster_size=6, calibration=CAL))) == 1
     two, truth = blobs([40, 40], spread=1.0, seed=seed)
-    assert len(set(zip(cluster_embeddings(two, method="hdbscan", min_cluster_size=6), truth))) == 2
+    assert len(set(zip(cluster_embeddings(two, method=method, min_cluster_size=6, calibration=CAL), truth))) == 2
 
 
 def test_a_long_recording_of_repeated_phrases_is_not_one_speaker_per_phrase(monkeypatch):
@@ -130,16 +137,16 @@ def test_a_long_recording_of_repeated_phrases_is_not_one_speaker_per_phrase(monk
     x = np.repeat(phrases, 5, axis=0) + 0.01 * rng.standard_normal((900, phrases.shape[1]))
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     truth = np.repeat(truth, 5)
-    labels = cluster_embeddings(x, method="hdbscan", min_cluster_size=5)
+    labels = cluster_embeddings(x, method="hdbscan", min_cluster_size=5, calibration=CAL)
     assert len(set(labels)) == 3 and len(set(zip(labels, truth))) == 3
     monkeypatch.setattr(diarize.cluster, "MIN_CLUSTER_SHARE", 0.0)
-    assert len(set(cluster_embeddings(x, method="hdbscan", min_cluster_size=5))) > 3
+    assert len(set(cluster_embeddings(x, method="hdbscan", min_cluster_size=5, calibration=CAL))) > 3
 
 
-def test_two_tight_clusters_of_one_voice_are_one_speaker(monkeypatch):
+def test_two_tight_clusters_of_one_voice_are_one_speaker():
     """A voice whose segments form two tight, well-separated clusters (a clip said over and over):
     the split is clear, but centroids at cosine 0.83 are one voice."""
-    import diarize.cluster
+    import dataclasses
 
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((2, 32))
@@ -148,10 +155,10 @@ def test_two_tight_clusters_of_one_voice_are_one_speaker(monkeypatch):
                         for c in (a, a_too, b)])
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     truth = np.repeat([0, 0, 1], 60)
-    labels = cluster_embeddings(x, method="hdbscan", min_cluster_size=5)
+    labels = cluster_embeddings(x, method="hdbscan", min_cluster_size=5, calibration=CAL)
     assert len(set(labels)) == 2 and len(set(zip(labels, truth))) == 2
-    monkeypatch.setattr(diarize.cluster, "SAME_VOICE", 1.01)
-    assert len(set(cluster_embeddings(x, method="hdbscan", min_cluster_size=5))) == 3
+    apart = dataclasses.replace(CAL, same_voice=1.01)
+    assert len(set(cluster_embeddings(x, method="hdbscan", min_cluster_size=5, calibration=apart))) == 3
 
 
 def test_two_voices_run_together_are_split_and_one_voice_is_not():
@@ -159,12 +166,40 @@ def test_two_voices_run_together_are_split_and_one_voice_is_not():
 
     x, truth = blobs([40, 40, 40], seed=3)
     merged = np.minimum(truth, 1)  # the first two voices given one label, as an under-split would
-    labels = _split_clear(x, merged, min_size=5, seed=0)
+    labels = _split_clear(x, merged, min_size=5, min_silhouette=CAL.min_silhouette, seed=0)
     assert len(set(labels)) == 3 and len(set(zip(labels, truth))) == 3
     diffuse, _ = blobs([80], spread=1.0, seed=3)
     two = np.concatenate([diffuse, x[80:]])  # one scattered voice and another voice
-    labels = _split_clear(two, np.repeat([0, 1], [80, 40]), min_size=5, seed=0)
+    labels = _split_clear(two, np.repeat([0, 1], [80, 40]), min_size=5, min_silhouette=CAL.min_silhouette,
+                          seed=0)
     assert labels.tolist() == np.repeat([0, 1], [80, 40]).tolist()
+
+
+def test_estimating_the_count_needs_a_calibration_and_the_calibration_decides_it():
+    x, truth = blobs([30, 20, 25], spread=0.6)
+    with pytest.raises(ValueError, match="needs the model's calibration"):
+        cluster_embeddings(x)
+    assert len(set(cluster_embeddings(x, num_speakers=3))) == 3  # a given count needs none
+    labels = cluster_embeddings(x, calibration=CAL)
+    assert len(set(labels)) == 3 and len(set(zip(labels, truth))) == 3
+    # an encoder whose different speakers are this similar: the same centroids are one speaker
+    assert len(set(cluster_embeddings(x, calibration=Calibration(-0.5, 0.7, 0.37)))) == 1
+
+
+def test_a_calibration_read_on_held_out_speakers_counts_the_speakers_of_a_new_recording():
+    from diarize.calibration import calibrate
+
+    x, truth = blobs([40] * 15, spread=1.2, seed=2)  # 15 "speakers", 40 pieces each
+    cal = calibrate([x[truth == s] for s in range(12)], [f"s{s}" for s in range(12)])  # 12 held out
+    assert cal.centroid_eer < 0.1 and cal.speakers == 12 and 0 < cal.min_silhouette < 1
+    for voices in ([12], [12, 13], [12, 13, 14]):  # recordings of the 3 others
+        members = np.isin(truth, voices)
+        rec = x[members] - x[members].mean(axis=0)
+        rec /= np.linalg.norm(rec, axis=1, keepdims=True)
+        labels = cluster_embeddings(rec, calibration=cal)
+        assert len(set(labels)) == len(voices) and len(set(zip(labels, truth[members]))) == len(voices)
+    with pytest.raises(ValueError, match="at least 5 held-out speakers"):
+        calibrate([x[truth == s] for s in range(3)], ["a", "b", "c"])
 
 
 def test_num_speakers_gives_exactly_that_many_and_min_max_bind():
@@ -173,8 +208,8 @@ def test_num_speakers_gives_exactly_that_many_and_min_max_bind():
     assert len(set(labels)) == 3 and len(set(zip(labels, truth))) == 3
     assert len(set(cluster_embeddings(x, num_speakers=2))) == 2
     assert len(set(cluster_embeddings(x, num_speakers=5))) == 5
-    assert len(set(cluster_embeddings(x, max_speakers=2))) == 2
-    assert len(set(cluster_embeddings(x, min_speakers=4))) == 4
+    assert len(set(cluster_embeddings(x, max_speakers=2, calibration=CAL))) == 2
+    assert len(set(cluster_embeddings(x, min_speakers=4, calibration=CAL))) == 4
     with pytest.raises(ValueError, match="min_speakers 3 is above max_speakers 2"):
         cluster_embeddings(x, min_speakers=3, max_speakers=2)
 
@@ -182,14 +217,14 @@ def test_num_speakers_gives_exactly_that_many_and_min_max_bind():
 def test_no_segment_is_left_unlabelled_and_outliers_join_a_speaker():
     x, _ = blobs([20, 20])
     x = np.concatenate([x, np.eye(32)[:3]])  # three points far from both speakers
-    labels = cluster_embeddings(x, method="hdbscan")
+    labels = cluster_embeddings(x, method="hdbscan", calibration=CAL)
     assert (labels >= 0).all() and len(labels) == len(x)
     assert len(set(labels)) == 2
 
 
 def test_long_inputs_cluster_a_sample_and_assign_the_rest():
     x, truth = blobs([1500, 1200, 800], seed=1)
-    labels = cluster_embeddings(x, method="ahc", threshold=0.5, max_points=500)
+    labels = cluster_embeddings(x, method="ahc", calibration=CAL, max_points=500)
     assert len(set(labels)) == 3 and len(set(zip(labels, truth))) == 3
     labels = cluster_embeddings(x, num_speakers=3)  # spectral clustering of a 1,000-point sample
     assert len(set(labels)) == 3 and len(set(zip(labels, truth))) == 3

@@ -42,7 +42,7 @@ def few_voices(tmp_path_factory) -> Path:
     return root
 
 
-def test_training_learns_to_tell_speakers_it_never_heard_apart(voices, tmp_path):
+def test_training_learns_to_tell_speakers_it_never_heard_apart(voices, tmp_path, make_audio, monkeypatch):
     """The check the original Keras model failed (it stayed at chance). 1,800 steps of a tiny encoder take
     about 50 s on one CPU thread. Measured: held-out EER 3.6% trained (training seeds 1-3: 7.4, 5.0,
     5.4%; dividing by the window's std without its 1e-5: 3.9%), 16.3% untrained. 900 steps left it near
@@ -65,7 +65,20 @@ def test_training_learns_to_tell_speakers_it_never_heard_apart(voices, tmp_path)
     assert summary["metrics"]["speakers"] == 8 and summary["metrics"]["utterances"] == 40
     assert trained < 0.10
     assert untrained > 0.12 and untrained > trained + 0.05  # the task is not solved by any network
-    assert load_model(tmp_path / "run" / "best.pt", device="cpu").metrics["eer"] == summary["best_eer"]
+    model = load_model(tmp_path / "run" / "best.pt", device="cpu")
+    assert model.metrics["eer"] == summary["best_eer"]
+
+    # the retrained model brings its own speaker-count calibration, read on its held-out speakers, and the
+    # pipeline counts speakers with it
+    import diarize.pipeline as pipeline
+    from diarize.cluster import cluster_embeddings
+
+    assert model.calibration is not None and model.calibration.speakers == 8
+    used = []
+    monkeypatch.setattr(pipeline, "cluster_embeddings",
+                        lambda *a, **k: used.append(a[5]) or cluster_embeddings(*a, **k))
+    result = pipeline.diarize(make_audio("talk.wav"), model)
+    assert used == [model.calibration] and result.speakers
 
 
 RESUME_ENCODER = EncoderConfig(lstm_hidden=8, dense=(8,), n_outputs=8)  # dropout 0.2: its masks must replay

@@ -1,0 +1,105 @@
+"""What the speaker-count estimate needs to know about an encoder's similarity scale, measured on held-out
+speakers and stored with the model: every encoder (and every retrained one) has a scale of its own.
+
+The measurement mirrors the pipeline: 1.2 s pieces of held-out utterances (the mean of their window
+embeddings) are put together into seeded "recordings" of 1-5 speakers, centred on the recording's mean and
+normalised as `pipeline.diarize_windows` does; the similarities that decide merges and splits are read there.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+PIECE_WINDOWS = 6  # windows (0.4 s at a 0.2 s hop) in one piece: 1.2 s, the pipeline's segment
+RECORDINGS = 300  # seeded pseudo-recordings the figures are read from
+MAX_SPEAKERS = 5  # speakers in one pseudo-recording: 1 to this many
+MAX_PIECES = 12  # pieces of one speaker among others (drawn 3 to this many: unbalanced speakers)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Thresholds on the recording-centred cosine scale of one encoder (see `calibrate`)."""
+    merge_similarity: float  # speaker centroids at least this similar are one speaker: where the same- and
+    # different-speaker centroid similarities cross (equal error)
+    same_voice: float  # centroids this similar are one voice beyond doubt: 99th percentile of different speakers
+    min_silhouette: float  # a split less clear than this is one voice cut in two: 90th percentile of the
+    # silhouette of the best split of a one-speaker recording (the 95th held room conversations to fewer
+    # speakers: development suite mean DER 28.0% against 26.8%, one-speaker recordings one speaker with both)
+    speakers: int = 0  # held-out speakers it was measured on
+    centroid_eer: float = 0.0  # same/different-speaker error at merge_similarity
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Calibration":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def piece_embeddings(window_embeddings: list[np.ndarray]) -> list[np.ndarray]:
+    """Each utterance's window embeddings (windows 0.2 s apart) -> L2-normalised means of consecutive runs of
+    PIECE_WINDOWS windows (an utterance shorter than that gives one piece of all its windows)."""
+    out = []
+    for w in window_embeddings:
+        n = max(1, len(w) // PIECE_WINDOWS)
+        whole = w[: n * PIECE_WINDOWS] if len(w) >= PIECE_WINDOWS else w
+        out.append(_normalise(np.stack([part.mean(axis=0) for part in np.array_split(whole, n)])))
+    return out
+
+
+def calibrate(pieces: list[np.ndarray], speakers: list[str], seed: int = 0) -> Calibration:
+    """Calibration from the pieces of held-out utterances (`piece_embeddings`) and their speakers."""
+    from sklearn.metrics import silhouette_score
+
+    from .cluster import _spectral, centroids
+    from .metrics import equal_error_rate
+
+    by_speaker: dict[str, list[np.ndarray]] = {}
+    for p, s in zip(pieces, speakers):
+        by_speaker.setdefault(s, []).append(p)
+    pool = {s: np.concatenate(v) for s, v in by_speaker.items()}
+    pool = {s: v for s, v in pool.items() if len(v) >= 4}  # two halves of two pieces at least
+    names = sorted(pool)
+    if len(names) < MAX_SPEAKERS:
+        raise ValueError(f"calibration needs at least {MAX_SPEAKERS} held-out speakers with 4 pieces "
+                         f"(4.8 s) of speech each; found {len(names)}")
+    rng = np.random.default_rng(seed)
+    same, different, one_voice = [], [], []
+    for r in range(RECORDINGS):
+        k = 1 + r % MAX_SPEAKERS
+        chosen = rng.choice(len(names), size=k, replace=False)
+        parts = []
+        for c in chosen:
+            v = pool[names[c]]
+            # one voice alone: all its pieces, as a recording of one speaker has many segments
+            take = len(v) if k == 1 else min(len(v), int(rng.integers(3, MAX_PIECES + 1)))
+            parts.append(v[rng.choice(len(v), size=take, replace=False)])
+        x = np.concatenate(parts)
+        labels = np.repeat(np.arange(k), [len(p) for p in parts])
+        x = _normalise(x - x.mean(axis=0))  # as the pipeline centres each recording
+        if k == 1:
+            halves = _spectral(x, 2, seed)
+            if 1 < len(set(halves)) and len(x) > 2:
+                one_voice.append(silhouette_score(x, halves, metric="cosine"))
+            continue
+        means = centroids(x, labels)
+        sim = means @ means.T
+        different.extend(sim[np.triu_indices(k, 1)])
+        for c in range(k):  # two random halves of one speaker: what a split of one voice looks like
+            members = rng.permutation(np.flatnonzero(labels == c))
+            if len(members) >= 2:
+                half = len(members) // 2
+                a, b = _normalise(x[members[:half]].mean(axis=0)), _normalise(x[members[half:]].mean(axis=0))
+                same.append(float(a @ b))
+    scores = np.array(same + different)
+    eer, threshold = equal_error_rate(scores, np.arange(len(scores)) < len(same))
+    return Calibration(merge_similarity=float(threshold), same_voice=float(np.percentile(different, 99)),
+                       min_silhouette=float(np.percentile(one_voice, 90)), speakers=len(names),
+                       centroid_eer=float(eer))
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)

@@ -1,0 +1,114 @@
+"""Diarize the development suite (../shared/DATA.md: dev_ocean, dev_cross, dev_room, dev_real) with the count
+estimated and told, and print DER per set at collar 0 and 0.25 s (overlap scored) with the exact counts.
+
+    python examples/suite.py ~/dev-suite [--model M] [--cluster ahc] [--cache DIR] [--json OUT.json]
+
+Window embeddings and speech probabilities are cached per model and file (`--cache`), so comparing
+clustering settings re-runs only the steps after the encoder.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from diarize.evaluate import score
+from diarize.model import load_model, resolve_model_path
+from diarize.pipeline import PipelineConfig, diarize_windows, embed_windows
+from diarize.writers import read_rttm
+
+SETS = ("dev_ocean", "dev_cross", "dev_room", "dev_real")
+
+
+def recordings(folder: Path) -> list[tuple[Path, Path]]:
+    """(audio, reference RTTM) pairs of one set, by stem."""
+    pairs = []
+    for audio in sorted([*folder.glob("*.flac"), *folder.glob("*.wav")]):
+        ref = audio.with_suffix(".rttm")
+        if ref.exists():
+            pairs.append((audio, ref))
+    return pairs
+
+
+def cached_windows(audio: Path, encoder, model_path: Path, config: PipelineConfig, cache: Path | None):
+    if cache is None:
+        return embed_windows(audio, encoder, config)
+    key = hashlib.sha1(f"{model_path.resolve()}:{model_path.stat().st_mtime}:{audio.resolve()}:{config.vad}:"
+                       f"{config.window_hop}".encode()).hexdigest()[:16]
+    path = cache / f"{audio.stem}-{key}.pkl"
+    if path.exists():
+        return pickle.loads(path.read_bytes())
+    windows = embed_windows(audio, encoder, config)
+    cache.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(windows))
+    return windows
+
+
+def run_set(folder: Path, encoder, model_path: Path, config: PipelineConfig, cache: Path | None) -> dict:
+    refs, est, told = {}, {}, {}
+    for audio, rttm in recordings(folder):
+        ref = read_rttm(rttm)
+        turns = ref.get(audio.stem) or next(iter(ref.values()))
+        refs[audio.stem] = turns
+        k = len({t.speaker for t in turns})
+        windows = cached_windows(audio, encoder, model_path, config, cache)
+        est[audio.stem] = diarize_windows(windows, audio.stem, config=config, calibration=encoder.calibration).turns
+        told[audio.stem] = diarize_windows(windows, audio.stem, num_speakers=k, config=config).turns
+    out = {"files": len(refs)}
+    for name, hyp in (("estimated", est), ("told", told)):
+        rows = score(refs, hyp)
+        total = rows[-1]
+        out[name] = {"der": total["der"], "missed": total["missed"], "false_alarm": total["false_alarm"],
+                     "confusion": total["confusion"], "der_collar025": score(refs, hyp, collar=0.5)[-1]["der"],
+                     "exact_counts": sum(r["ref_speakers"] == r["hyp_speakers"] for r in rows[:-1]),
+                     "counts": [[r["file"], r["ref_speakers"], r["hyp_speakers"]] for r in rows[:-1]]}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("suite", type=Path, help="folder holding dev_ocean, dev_cross, dev_room, dev_real")
+    parser.add_argument("--model", default=None, help="model name or path (default: the bundled model)")
+    parser.add_argument("--sets", nargs="+", default=list(SETS))
+    parser.add_argument("--cache", type=Path, default=None, help="folder for cached window embeddings")
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    parser.add_argument("--set-config", nargs="*", default=[], metavar="FIELD=VALUE",
+                        help="PipelineConfig fields, e.g. cluster=ahc")
+    args = parser.parse_args()
+    fields = {f.name: f.type for f in dataclasses.fields(PipelineConfig)}
+    overrides = {}
+    for item in args.set_config:
+        name, value = item.split("=", 1)
+        if name not in fields:
+            parser.error(f"unknown PipelineConfig field {name}")
+        overrides[name] = value if "str" in str(fields[name]) else float(value) if "float" in str(fields[name]) \
+            else int(value)
+    config = PipelineConfig(**overrides)
+    model_path = resolve_model_path(args.model)
+    encoder = load_model(model_path, "cpu")
+    results = {}
+    print(f"{'set':10} {'files':>5} {'DER est':>8} {'(miss/FA/conf)':>17} {'c0.25':>6} {'exact':>6} "
+          f"{'DER told':>9} {'c0.25':>6}")
+    for name in args.sets:
+        r = results[name] = run_set(args.suite / name, encoder, model_path, config, args.cache)
+        e, t = r["estimated"], r["told"]
+        parts = f"{100 * e['missed']:.1f}/{100 * e['false_alarm']:.1f}/{100 * e['confusion']:.1f}"
+        print(f"{name:10} {r['files']:5d} {100 * e['der']:7.1f}% {parts:>17} {100 * e['der_collar025']:5.1f}% "
+              f"{e['exact_counts']:>2}/{r['files']:<3} {100 * t['der']:8.1f}% {100 * t['der_collar025']:5.1f}%")
+    mean = {k: float(np.mean([results[s][k]["der"] for s in results])) for k in ("estimated", "told")}
+    exact = sum(results[s]["estimated"]["exact_counts"] for s in results)
+    files = sum(results[s]["files"] for s in results)
+    print(f"{'mean':10} {files:5d} {100 * mean['estimated']:7.1f}% {'':17} {'':6} {exact:>2}/{files:<3} "
+          f"{100 * mean['told']:8.1f}%")
+    if args.json:
+        args.json.write_text(json.dumps({"config": dataclasses.asdict(config), "sets": results, "mean": mean},
+                                        indent=1))
+
+
+if __name__ == "__main__":
+    main()
