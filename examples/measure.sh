@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce the accuracy and speed figures of README.md and models/README.md.
-# Needs the corpus and dev conversations of ../shared/DATA.md (~/corpus, ~/dev_conv) and the real dev
-# clips in ../shared/data/dev. Usage: bash examples/measure.sh [MODEL] [OUT]
+# Needs the corpus, the dev conversations and the development suite of ../shared/DATA.md (~/corpus,
+# ~/dev_conv, ~/dev-suite or SUITE=...). Usage: bash examples/measure.sh [MODEL] [OUT]
 set -euo pipefail
 MODEL=${1:-diarize-blstm}
 OUT=${2:-runs/measure}
@@ -17,22 +17,11 @@ score() {
 # encoder: EER, pair accuracy, ZHAW misclassification rate on the 63 dev speakers
 diarize validate ~/corpus/dev.tsv --model "$MODEL" --json "$OUT/validate.json" --force
 
-# diarization: dev conversations and real dev clips, estimated speaker count, for each speech detector
-for vad in energy silero; do
-  for set in conv real; do
-    if [ "$set" = conv ]; then IN=~/dev_conv; else IN=$SHARED/data/dev; fi
-    HYP="$OUT/$set-$vad"
-    diarize cluster "$IN" --model "$MODEL" --vad "$vad" --out-dir "$HYP" --force --quiet
-    score "$IN" "$HYP"
-  done
-done
-
-# the alternative clustering (AHC cut at a distance) with the default detector
-for set in conv real; do
-  if [ "$set" = conv ]; then IN=~/dev_conv; else IN=$SHARED/data/dev; fi
-  HYP="$OUT/$set-ahc"
-  diarize cluster "$IN" --model "$MODEL" --cluster ahc --out-dir "$HYP" --force --quiet
-  score "$IN" "$HYP"
+# diarization: the development suite (../shared/DATA.md), count estimated and told, for each back-end
+SUITE=${SUITE:-~/dev-suite}
+for method in ahc hdbscan; do
+  python "$(dirname "$0")/suite.py" "$SUITE" --model "$MODEL" --set-config cluster=$method \
+    --cache "$OUT/embeddings" --json "$OUT/suite-$method.json"
 done
 
 # one voice must come out as one speaker: six one-speaker recordings of dev speakers
@@ -62,19 +51,6 @@ for count in estimated true; do
     k=()
     [ "$count" = true ] && k=(--num-speakers "$(awk '{print $8}' "$ref" | sort -u | wc -l)")
     diarize cluster "${ref%.rttm}.wav" --model "$MODEL" "${k[@]}" --out-dir "$HYP" --force --quiet
-  done
-  score "$IN" "$HYP"
-done
-
-# the same with the true number of speakers (--num-speakers), default detector (silero)
-for set in conv real; do
-  if [ "$set" = conv ]; then IN=~/dev_conv; else IN=$SHARED/data/dev; fi
-  HYP="$OUT/$set-oracle"
-  mkdir -p "$HYP"
-  for ref in "$IN"/*.rttm; do
-    [ "$(basename "$ref")" = all.rttm ] && continue
-    k=$(awk '{print $8}' "$ref" | sort -u | wc -l)
-    diarize cluster "${ref%.rttm}.flac" --model "$MODEL" --num-speakers "$k" --out-dir "$HYP" --force --quiet
   done
   score "$IN" "$HYP"
 done
