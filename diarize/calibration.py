@@ -46,7 +46,7 @@ def piece_embeddings(window_embeddings: list[np.ndarray]) -> list[np.ndarray]:
     for w in window_embeddings:
         n = max(1, len(w) // PIECE_WINDOWS)
         whole = w[: n * PIECE_WINDOWS] if len(w) >= PIECE_WINDOWS else w
-        out.append(_normalise(np.stack([part.mean(axis=0) for part in np.array_split(whole, n)])))
+        out.append(normalise(np.stack([part.mean(axis=0) for part in np.array_split(whole, n)])))
     return out
 
 
@@ -79,7 +79,7 @@ def calibrate(pieces: list[np.ndarray], speakers: list[str], seed: int = 0) -> C
             parts.append(v[rng.choice(len(v), size=take, replace=False)])
         x = np.concatenate(parts)
         labels = np.repeat(np.arange(k), [len(p) for p in parts])
-        x = _normalise(x - x.mean(axis=0))  # as the pipeline centres each recording
+        x = normalise(x - x.mean(axis=0))  # as the pipeline centres each recording
         if k == 1:
             halves = _spectral(x, 2, seed)
             if 1 < len(set(halves)) and len(x) > 2:
@@ -91,8 +91,7 @@ def calibrate(pieces: list[np.ndarray], speakers: list[str], seed: int = 0) -> C
         for c in range(k):  # two random halves of one speaker: what a split of one voice looks like
             members = rng.permutation(np.flatnonzero(labels == c))
             if len(members) >= 2:
-                half = len(members) // 2
-                a, b = _normalise(x[members[:half]].mean(axis=0)), _normalise(x[members[half:]].mean(axis=0))
+                a, b = centroids(x[members], (np.arange(len(members)) >= len(members) // 2).astype(int))
                 same.append(float(a @ b))
     scores = np.array(same + different)
     eer, threshold = equal_error_rate(scores, np.arange(len(scores)) < len(same))
@@ -101,5 +100,6 @@ def calibrate(pieces: list[np.ndarray], speakers: list[str], seed: int = 0) -> C
                        centroid_eer=float(eer))
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
+def normalise(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero)."""
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)

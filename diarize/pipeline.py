@@ -17,7 +17,7 @@ import torch
 from scipy.ndimage import binary_dilation, uniform_filter1d
 
 from .audio import audio_duration, load_audio_header, stream_audio, stream_log_mel
-from .calibration import Calibration
+from .calibration import Calibration, normalise
 from .cluster import centroids, cluster_embeddings
 from .hparams import FRAME_SECONDS, WINDOW_FRAMES, WINDOW_SECONDS
 from .model import SpeakerEncoder, load_model
@@ -223,10 +223,6 @@ def _embed(encoder: SpeakerEncoder, windows: torch.Tensor, batch_size: int, devi
     out = [encoder.embed(windows[i: i + batch_size].to(device)).float().cpu()
            for i in range(0, len(windows), batch_size)]
     return torch.cat(out).numpy()
-
-
-def _normalise(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def speech_mask(windows: Windows, config: PipelineConfig, heard: np.ndarray | None = None) -> np.ndarray:
@@ -437,7 +433,7 @@ def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None 
                             f"found {len(seg_emb)} speakers at most")
         # embeddings of one recording share a common direction; removing it spreads speakers apart
         centre = seg_emb.mean(axis=0)
-        seg_c, win_c = _normalise(seg_emb - centre), _normalise(windows.embeddings[idx] - centre)
+        seg_c, win_c = normalise(seg_emb - centre), normalise(windows.embeddings[idx] - centre)
         labels = cluster_embeddings(seg_c, config.cluster, num_speakers, min_speakers, max_speakers,
                                     calibration, config.min_cluster_size, seed)
         # resegmentation: every speech window goes to its nearest speaker centroid, the similarities
