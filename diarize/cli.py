@@ -59,7 +59,22 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when presen
 # train's options that a run keeps for good: a resume reads them from its checkpoint, --init the architecture
 ARCHITECTURE_OPTIONS = ("lstm_hidden", "dense", "outputs", "dropout", "embedding_layer")
 RUN_OPTIONS = ARCHITECTURE_OPTIONS + ("speakers_per_batch", "windows_per_speaker", "lr", "margin", "augment",
-                                      "val_every", "seed", "val_speakers")
+                                      "speed_perturb", "distill", "val_every", "seed", "val_speakers")
+AlsoOpt = Annotated[Optional[list[Path]], typer.Option(
+    "--also", help="A further held-out set (folder or manifest), measured on its own (repeatable).")]
+RoomsOpt = Annotated[bool, typer.Option(help="Also measure the held-out speakers in simulated rooms under "
+                                             "noise (a fixed rendering).")]
+ClipsOpt = Annotated[Optional[Path], typer.Option(
+    help="Recordings with same-stem RTTMs: also measure same/different EER of 1.2 s pieces inside each.")]
+NoiseDirOpt = Annotated[Optional[list[Path]], typer.Option(help="Noise recordings for --augment and --rooms "
+                                                                "(repeatable).")]
+
+
+def named_sets(paths: list[Path]) -> list:
+    """(name, Dataset) for each held-out set: named by its file or folder name."""
+    from .data import list_dataset
+
+    return [(p.stem, list_dataset(p)) for p in paths]
 
 
 @app.command()
@@ -83,7 +98,20 @@ def train(
     dropout: Annotated[float, typer.Option(min=0.0, max=0.9)] = 0.2,
     embedding_layer: Annotated[str, typer.Option(help="Embedding: blstm2 or dense.")] = "blstm2",
     augment: Annotated[bool, typer.Option("--augment/--no-augment",
-                                          help="Synthesise gain, noise, reverberation and speed.")] = False,
+                                          help="Put the speech in simulated and --rir-dir rooms, noise "
+                                               "(--noise-dir, coloured, babble), band limits, equalisers "
+                                               "and gains; a batch's speakers share rooms.")] = False,
+    speed_perturb: Annotated[bool, typer.Option("--speed-perturb/--no-speed-perturb",
+                                                help="Every speaker also at 0.9x and 1.1x speed, as two "
+                                                     "more speakers.")] = False,
+    rir_dir: Annotated[Optional[list[Path]], typer.Option(help="Impulse responses for --augment (repeatable).")] = None,
+    distill: Annotated[float, typer.Option(min=0.0, help="Weight of a term matching the batch's similarities "
+                                                         "to Resemblyzer's (pip install resemblyzer; needs "
+                                                         "--augment or --speed-perturb; 0: none).")] = 0.0,
+    noise_dir: NoiseDirOpt = None,
+    also: AlsoOpt = None,
+    val_rooms: RoomsOpt = False,
+    val_clips: ClipsOpt = None,
     val_every: Annotated[int, typer.Option(min=1, help="Steps between validation rounds.")] = 200,
     device: DeviceOpt = "auto",
     resume: Annotated[Optional[Path], typer.Option(help="Continue from a last.pt checkpoint.")] = None,
@@ -132,7 +160,7 @@ def train(
         typed = dict(lstm_hidden=lstm_hidden, dense=[dense], outputs=outputs, dropout=dropout,
                      embedding_layer=embedding_layer, speakers_per_batch=speakers_per_batch,
                      windows_per_speaker=windows_per_speaker, lr=lr, margin=margin, augment=augment,
-                     val_every=val_every, seed=seed, val_speakers=val_speakers)
+                     speed_perturb=speed_perturb, distill=distill, val_every=val_every, seed=seed, val_speakers=val_speakers)
         changed = [n for n in given(*RUN_OPTIONS) if n in run and typed[n] != run[n]]
         if changed:
             warn(f"ignored on --resume, the run keeps its own: {flags(changed)}")
@@ -159,7 +187,10 @@ def train(
                                 embedding_layer=embedding_layer)
         cfg = TrainConfig(steps=steps, speakers_per_batch=speakers_per_batch,
                           windows_per_speaker=windows_per_speaker, lr=lr, margin=margin, augment=augment,
+                          speed_perturb=speed_perturb, distill=distill, rir_dirs=tuple(map(str, rir_dir or ())),
+                          noise_dirs=tuple(map(str, noise_dir or ())),
                           seed=seed, val_every=val_every, val_speakers=val_speakers if val_data else 0)
+        more_val = named_sets(also or [])
     except (DataError, ValueError) as e:
         fail(str(e))
     rank0 = int(os.environ.get("RANK", "0")) == 0
@@ -192,12 +223,15 @@ def train(
             elif event == "warning" and rank0:
                 warn(info["message"])
             elif event == "val":
-                console.print(f"step {info['step']}: val EER {100 * info['eer']:.2f}% pair acc "
+                sets = {k[4:]: v for k, v in info.items() if k.startswith("eer_")}
+                each = ", ".join(f"{name} {100 * eer:.2f}" for name, eer in sets.items())
+                each = f" (mean of {each})" if len(sets) > 1 else ""
+                console.print(f"step {info['step']}: val EER {100 * info['eer']:.2f}%{each} pair acc "
                               f"{info['pair_accuracy']:.3f} (best {100 * info['best']:.2f}%)")
 
         try:
             summary = run_training(train_data, val_data, out, enc_cfg, cfg, dev, resume, init, cache, workers,
-                                   hook)
+                                   hook, more_val, val_rooms, val_clips)
         except TrainingInterrupted as e:
             last = e.args[0]
             console.print(f"interrupted: {last} holds the last whole step; continue with --resume {last}" if last
@@ -212,6 +246,59 @@ def train(
         figure = f"best val EER {100 * best:.2f}%" if best < float("inf") else "no validation"
         console.print(f"done: {summary['step']} steps in {summary['seconds']:.0f} s; {figure}; "
                       f"model {out / 'best.pt'}")
+
+
+@app.command("train-overlap")
+def train_overlap(
+    data: Annotated[list[Path], typer.Argument(help="Folders of recordings with same-stem reference RTTMs "
+                                                    "(e.g. simulated conversations with overlap).")],
+    val: Annotated[list[Path], typer.Option(help="Validation recordings with RTTMs: a folder (repeatable).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for best.pt and log.jsonl.")] = Path("runs/overlap"),
+    steps: Annotated[int, typer.Option(min=1, help="Optimiser steps in all.")] = 3000,
+    batch: Annotated[int, typer.Option(min=1, help="8 s chunks a step.")] = 32,
+    lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate (cosine-decayed).")] = 2e-3,
+    val_every: Annotated[int, typer.Option(min=1, help="Steps between validation rounds.")] = 250,
+    seed: Annotated[int, typer.Option()] = 0,
+    threads: Annotated[int, typer.Option(min=0, help="Torch CPU threads (0: torch's default).")] = 0,
+    force: ForceOpt = False,
+) -> None:
+    """Train the overlapped-speech detector: non-speech, one speaker or overlap for every 20 ms. The overlap
+    threshold of best F1 on --val is stored with the model.
+
+    Example: diarize train-overlap sims/train --val sims/val --out runs/overlap
+    """
+    import torch
+
+    from .overlap import OverlapTrainConfig, train_detector
+
+    if threads:
+        torch.set_num_threads(threads)
+    if (out / "best.pt").exists() and not force:
+        fail(f"{out} holds a trained detector (best.pt): start over with --force")
+    (out / "log.jsonl").unlink(missing_ok=True)
+    with progress_bar() as bar:
+        tasks: dict[str, int] = {}
+
+        def hook(event: str, **info) -> None:
+            name = "features" if event == "features" else "train"
+            if event in ("features", "step"):
+                if name not in tasks:
+                    tasks[name] = bar.add_task(name, total=info["total"], info="")
+                done = info["completed"] if event == "features" else info["step"]
+                bar.update(tasks[name], completed=done, info=f"loss {info['loss']:.3f}" if "loss" in info else "")
+                if event == "features" and done == info["total"]:
+                    bar.remove_task(tasks.pop(name))
+            elif event == "val":
+                console.print(f"step {info['step']}: overlap F1 {info['f1']:.3f} (precision "
+                              f"{info['precision']:.3f}, recall {info['recall']:.3f} at {info['threshold']:.2f})")
+
+        try:
+            best = train_detector(data, val, out, OverlapTrainConfig(steps, batch, lr, seed, val_every), hook)
+        except ValueError as e:
+            fail(str(e))
+        except OSError as e:
+            fail(f"{e.filename}: {e.strerror}")
+    console.print(f"done: best overlap F1 {best['f1']:.3f} at step {best['step']}; model {out / 'best.pt'}")
 
 
 class VAD(str, enum.Enum):
@@ -348,6 +435,8 @@ def cluster(
     method: Annotated[Method, typer.Option("--cluster", help="Clustering when the count is estimated, with "
                                                              "the model's calibration.")] = Method.ahc,
     window_hop: HopOpt = 0.2,
+    overlap: Annotated[bool, typer.Option("--overlap/--no-overlap", help="Give overlapped speech a second "
+                                                                      "speaker (the bundled detector).")] = False,
     seed: Annotated[int, typer.Option()] = 0,
     batch_size: BatchOpt = 256,
     workers: Annotated[int, typer.Option(min=1, help="Files diarized in parallel processes.")] = 1,
@@ -380,7 +469,8 @@ def cluster(
     plots = {f: plot_target(plot, f.stem, len(files) > 1) for f in files} if plot else {}
     check_outputs({f: [p for p, _ in targets[f]] + ([str(plots[f])] if plot else []) for f in files}, force)
     references = _load_references(ref) if ref else {}
-    config = PipelineConfig(window_hop=window_hop, vad=vad.value, cluster=method.value, batch_size=batch_size)
+    config = PipelineConfig(window_hop=window_hop, vad=vad.value, cluster=method.value, batch_size=batch_size,
+                            overlap=overlap)
     options = dict(num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers,
                    config=config, seed=seed)
     from .model import ModelError
@@ -623,10 +713,15 @@ def validate(
     calibrate: Annotated[Optional[Path], typer.Option(
         help="Write the model with the speaker-count calibration read on these speakers to this .pt file "
              "(may be the model's own file; replaced only with --force).")] = None,
+    also: AlsoOpt = None,
+    rooms: RoomsOpt = False,
+    clips: ClipsOpt = None,
+    noise_dir: NoiseDirOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Measure a speaker encoder on held-out speakers: EER, pair accuracy, ZHAW misclassification rate, and
-    the calibration its speaker count needs (stored in a model file with --calibrate).
+    the calibration its speaker count needs (stored in a model file with --calibrate); with --also, --rooms
+    and --clips, the EER of each further set and their mean.
 
     Example: diarize validate ~/corpus/dev.tsv --model runs/enc/best.pt --calibrate runs/enc/calibrated.pt
     """
@@ -643,7 +738,8 @@ def validate(
     try:
         encoder = load_model(model, device)
         figures = run_validation(encoder, list_dataset(data), cache, next(encoder.parameters()).device,
-                                 per_speaker, workers)
+                                 per_speaker, workers, more=named_sets(also or []), rooms=rooms, clips=clips,
+                                 noise_dirs=noise_dir or [])
     except (DataError, ModelError, ValueError) as e:
         fail(str(e))
     except OSError as e:
@@ -653,6 +749,10 @@ def validate(
     out = Console()
     out.print(f"EER {100 * figures['eer']:.2f}% over {figures['utterances']} utterances of "
               f"{figures['speakers']} speakers; pair accuracy {figures['pair_accuracy']:.3f}")
+    for name in [k[4:] for k in figures if k.startswith("eer_") and k not in ("eer_val", "eer_mean")]:
+        out.print(f"EER {100 * figures['eer_' + name]:.2f}% on {name}")
+    if "eer_mean" in figures and len([k for k in figures if k.startswith("eer_")]) > 2:
+        out.print(f"mean EER {100 * figures['eer_mean']:.2f}%")
     if "mr" in figures:
         out.print(f"ZHAW misclassification rate {100 * figures['mr']:.1f}% on {figures['mr_speakers']} speakers "
                   f"(threshold {figures['mr_threshold']:.2f} chosen on the others)")
@@ -685,6 +785,8 @@ def benchmark(
     device: DeviceOpt = "auto",
     window_hop: HopOpt = 0.2,
     vad: Annotated[VAD, typer.Option(help="Speech detector: silero (silero-vad) or energy (faster, for clean audio).")] = VAD.silero,
+    overlap: Annotated[bool, typer.Option("--overlap/--no-overlap", help="Give overlapped speech a second "
+                                                                      "speaker (the bundled detector).")] = False,
     batch_size: BatchOpt = 256,
     threads: Annotated[int, typer.Option(min=0, help="Torch CPU threads (0: torch's default).")] = 0,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON.")] = None,
@@ -716,7 +818,8 @@ def benchmark(
             built = make_recording(Path(tmp) / f"bench-{minutes:g}min.wav", minutes)
         try:
             r = run_benchmark(audio or built, model, device, PipelineConfig(window_hop=window_hop,
-                                                                            batch_size=batch_size, vad=vad.value))
+                                                                            batch_size=batch_size, vad=vad.value,
+                                                                            overlap=overlap))
         except (ModelError, ValueError) as e:  # AudioError is a ValueError
             fail(str(e))
         if audio is None:  # the built file is gone with its temporary folder

@@ -92,23 +92,48 @@ def _features(path: Path) -> np.ndarray | str:
     if len(wave) == 0:
         return f"{path}: no samples"
     feats = log_mel(wave).numpy()
+    first, last = _voiced_span(feats)
+    return feats[first: last + 1].astype(np.float16)
+
+
+def _samples(path: Path) -> np.ndarray | str:
+    """The file's 16 kHz samples as int16, trimmed as _features trims its frames (the waveforms that
+    augmentation works on), or the reason it could not be read."""
+    try:
+        wave = load_audio(path)
+    except AudioError as e:
+        return str(e)
+    if len(wave) == 0:
+        return f"{path}: no samples"
+    first, last = _voiced_span(log_mel(wave).numpy())
+    wave = wave[first * HOP_LENGTH: (last + 1) * HOP_LENGTH]
+    return (np.clip(wave, -1, 1) * 32767).astype(np.int16)
+
+
+def _voiced_span(feats: np.ndarray) -> tuple[int, int]:
+    """First and last frame within TRIM_DB of the file's loudest frame."""
     energy = feats.max(axis=1)
     voiced = np.flatnonzero(energy > energy.max() - TRIM_DB / 10 * np.log(10))
-    return feats[voiced[0]: voiced[-1] + 1].astype(np.float16)
+    return int(voiced[0]), int(voiced[-1])
 
 
 @dataclass
 class FeatureCache:
-    """Every file's log-mels in one memory-mapped float16 array, rows indexed by offsets."""
-    frames: np.ndarray  # (total_frames, mels), memory-mapped
+    """Every file's log-mels (float16 rows of mels) or samples (int16) in one memory-mapped array, rows
+    indexed by offsets."""
+    frames: np.ndarray  # (total_frames, mels) or (total_samples,), memory-mapped
     offsets: np.ndarray  # start row of each kept file
     lengths: np.ndarray  # frames of each kept file
     speakers: list[str]  # speaker of each kept file
     skipped: list[str] = field(default_factory=list)  # "path: reason" for every unreadable file
 
 
-def _cache_key(data: Dataset) -> str:
-    h = hashlib.sha1(json.dumps([SAMPLE_RATE, N_FFT, HOP_LENGTH, N_MELS, FMIN, FMAX, TRIM_DB]).encode())
+CACHE_KINDS = {"mel": (np.float16, (N_MELS,), "frames.f16"), "wave": (np.int16, (), "samples.i16")}  # dtype, row, file
+
+
+def _cache_key(data: Dataset, kind: str) -> str:
+    h = hashlib.sha1(json.dumps([SAMPLE_RATE, N_FFT, HOP_LENGTH, N_MELS, FMIN, FMAX, TRIM_DB]
+                                + ([] if kind == "mel" else [kind])).encode())
     for p, s in zip(data.paths, data.speakers):
         st = p.stat() if p.exists() else None
         h.update(f"{p.resolve()}\0{s}\0{st and st.st_size}\0{st and st.st_mtime_ns}\n".encode())
@@ -116,10 +141,13 @@ def _cache_key(data: Dataset) -> str:
 
 
 def build_cache(data: Dataset, cache_dir: str | Path, workers: int = 1,
-                hook: Callable[..., None] | None = None) -> FeatureCache:
-    """Compute log-mels once (in `workers` processes) and memory-map them; a later call with the same
-    files and front end reuses them. Unreadable files are skipped and listed, never fatal."""
-    cache_dir = Path(cache_dir) / _cache_key(data)
+                hook: Callable[..., None] | None = None, kind: str = "mel") -> FeatureCache:
+    """Compute log-mels (kind "mel") or trimmed samples ("wave") once, in `workers` processes, and
+    memory-map them; a later call with the same files and front end reuses them. Unreadable files are
+    skipped and listed, never fatal."""
+    dtype, row, name = CACHE_KINDS[kind]
+    read = _features if kind == "mel" else _samples
+    cache_dir = Path(cache_dir) / _cache_key(data, kind)
     index_path = cache_dir / "index.json"
     if not index_path.exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -127,11 +155,11 @@ def build_cache(data: Dataset, cache_dir: str | Path, workers: int = 1,
         offsets, lengths, speakers, skipped, total = [], [], [], [], 0
         # temporary names per process: torchrun's processes (or two jobs sharing a cache) may build the
         # same cache at once; each writes its own copy and renames it into place
-        tmp = cache_dir / f"frames.f16.{os.getpid()}.tmp"
+        tmp = cache_dir / f"{name}.{os.getpid()}.tmp"
         ctx = multiprocessing.get_context("spawn")
         try:
             with open(tmp, "wb") as out, ctx.Pool(workers, ignore_interrupts) if workers > 1 else _Serial() as pool:
-                for i, (result, spk) in enumerate(zip(pool.imap(_features, data.paths, chunksize=8),
+                for i, (result, spk) in enumerate(zip(pool.imap(read, data.paths, chunksize=8),
                                                       data.speakers)):
                     if isinstance(result, str):
                         skipped.append(result)
@@ -146,15 +174,15 @@ def build_cache(data: Dataset, cache_dir: str | Path, workers: int = 1,
         except BaseException:  # Ctrl-C included: no partial cache left behind
             tmp.unlink(missing_ok=True)
             raise
-        os.replace(tmp, cache_dir / "frames.f16")
+        os.replace(tmp, cache_dir / name)
         index = {"offsets": offsets, "lengths": lengths, "speakers": speakers, "skipped": skipped,
                  "total": total}
         tmp_index = cache_dir / f"index.json.{os.getpid()}.tmp"
         tmp_index.write_text(json.dumps(index))
         os.replace(tmp_index, index_path)  # the index appears last: its presence means the cache is whole
     index = json.loads(index_path.read_text())
-    frames = (np.memmap(cache_dir / "frames.f16", dtype=np.float16, mode="r", shape=(index["total"], N_MELS))
-              if index["total"] else np.zeros((0, N_MELS), np.float16))
+    frames = (np.memmap(cache_dir / name, dtype=dtype, mode="r", shape=(index["total"], *row))
+              if index["total"] else np.zeros((0, *row), dtype))
     return FeatureCache(frames, np.array(index["offsets"], dtype=np.int64),
                         np.array(index["lengths"], dtype=np.int64), index["speakers"], index["skipped"])
 
@@ -192,44 +220,68 @@ FILES_CAP = 16  # a speaker with this many files or more is drawn at full weight
 
 
 class BatchSampler:
-    """Draws batches of S speakers x M windows (40 frames, + EXTRA_FRAMES for augmentation).
+    """Draws batches of S speakers x M windows of `span` rows (log-mel frames, or samples of a wave cache).
 
     A speaker is drawn with weight min(files, FILES_CAP): speakers with a single recording (one
     LibriSpeech clip, a one-word command) would otherwise fill batches with same-recording pairs, which
     teach the network to match recordings (channel, session) rather than voices. A speaker's M windows
-    come from M different files where it has that many. Speakers with no file of at least one window
+    come from M different files where it has that many. Speakers with no file of at least `min_rows`
     are dropped; `dropped` lists them.
+
+    `speeds` (wave caches only) turns each speaker into one identity per speed factor: a window of
+    identity (speaker, f) is read over f x span samples and resampled to span, which changes tempo and
+    pitch together (Kaldi's 0.9/1.1 speed perturbation); the same voice at two speeds counts as two
+    speakers, so the corpus offers three times its voices.
     """
 
-    def __init__(self, cache: FeatureCache, extra_frames: int = EXTRA_FRAMES):
-        self.cache, self.span = cache, WINDOW_FRAMES + extra_frames
+    def __init__(self, cache: FeatureCache, span: int = WINDOW_FRAMES + EXTRA_FRAMES,
+                 min_rows: int = WINDOW_FRAMES, speeds: tuple[float, ...] = (1.0,)):
+        self.cache, self.span, self.speeds = cache, span, speeds
+        self.pad_mode = "edge" if cache.frames.ndim == 2 else "constant"  # frames repeat, samples fall silent
         by_speaker: dict[str, list[int]] = {}
         for i, spk in enumerate(cache.speakers):
-            if cache.lengths[i] >= WINDOW_FRAMES:
+            if cache.lengths[i] >= min_rows:
                 by_speaker.setdefault(spk, []).append(i)
         self.dropped = sorted(set(cache.speakers) - set(by_speaker))
         self.speakers = sorted(by_speaker)
         self.files = [np.array(by_speaker[s]) for s in self.speakers]
         counts = np.array([min(len(f), FILES_CAP) for f in self.files], dtype=float)
-        self.speaker_weights = counts / counts.sum()
+        self.speaker_weights = np.repeat(counts / counts.sum() / len(speeds), len(speeds))
+
+    @property
+    def identities(self) -> int:
+        return len(self.speakers) * len(self.speeds)
 
     def batch(self, rng: np.random.Generator, n_speakers: int, n_windows: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(S*M, 40+extra, mels) float32 windows and their (S*M,) speaker indices. Short files are
-        padded by repeating their last frame (np 'edge' padding)."""
-        if n_speakers > len(self.speakers):
-            raise DataError(f"--speakers-per-batch {n_speakers} exceeds the {len(self.speakers)} usable speakers")
-        chosen = rng.choice(len(self.speakers), size=n_speakers, replace=False, p=self.speaker_weights)
-        out = np.empty((n_speakers * n_windows, self.span, N_MELS), dtype=np.float32)
-        labels = np.repeat(chosen, n_windows)
-        files = np.concatenate([rng.choice(self.files[spk], size=n_windows, replace=len(self.files[spk]) < n_windows)
-                                for spk in chosen])
-        for row, f in enumerate(files):
-            start, length = self.cache.offsets[f], self.cache.lengths[f]
-            take = min(self.span, length)
-            off = rng.integers(0, length - take + 1)
-            win = self.cache.frames[start + off: start + off + take]
-            out[row] = np.pad(win, ((0, self.span - take), (0, 0)), mode="edge") if take < self.span else win
-        return torch.from_numpy(out), torch.from_numpy(labels)
+        """(S*M, span, ...) float32 windows, speaker by speaker, and their (S*M,) identity indices. Short
+        files are padded (log-mels by repeating their last frame, samples with silence)."""
+        if n_speakers > self.identities:
+            raise DataError(f"--speakers-per-batch {n_speakers} exceeds the {self.identities} usable speakers")
+        chosen = rng.choice(self.identities, size=n_speakers, replace=False, p=self.speaker_weights)
+        out = np.empty((n_speakers * n_windows, self.span, *self.cache.frames.shape[1:]), dtype=np.float32)
+        for k, identity in enumerate(chosen):
+            files = self.files[identity // len(self.speeds)]
+            speed = self.speeds[identity % len(self.speeds)]
+            for j, f in enumerate(rng.choice(files, size=n_windows, replace=len(files) < n_windows)):
+                out[k * n_windows + j] = self._window(rng, f, speed)
+        return torch.from_numpy(out), torch.from_numpy(np.repeat(chosen, n_windows))
+
+    def _window(self, rng: np.random.Generator, f: int, speed: float) -> np.ndarray:
+        start, length = self.cache.offsets[f], self.cache.lengths[f]
+        span = int(round(self.span * speed))
+        take = min(span, length)
+        off = rng.integers(0, length - take + 1)
+        win = np.asarray(self.cache.frames[start + off: start + off + take], dtype=np.float32)
+        if self.cache.frames.dtype == np.int16:
+            win = win / 32768
+        if take < span:
+            win = np.pad(win, ((0, span - take),) + ((0, 0),) * (win.ndim - 1), mode=self.pad_mode)
+        if speed != 1.0:
+            from scipy.signal import resample_poly
+
+            win = resample_poly(win, 100, int(round(100 * speed)))[: self.span]
+            win = np.pad(win, (0, self.span - len(win)))
+        return win
 
 
 def utterance_windows(feats: np.ndarray, hop: int = WINDOW_FRAMES // 2, max_windows: int = 16) -> np.ndarray:

@@ -76,14 +76,17 @@ class SpeakerEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Log-probabilities over the K outputs (log-softmax: the KL needs logs anyway)."""
-        _, dense = self.hidden(x)
-        return torch.log_softmax(self.classifier(dense), dim=-1)
+        return self.forward_and_embed(x)[0]
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """L2-normalised embedding from the inner layer chosen in the config (never the softmax)."""
+        return self.forward_and_embed(x)[1]
+
+    def forward_and_embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probabilities and embeddings of one pass (training with a term on the embeddings too)."""
         pooled, dense = self.hidden(x)
         e = pooled if self.config.embedding_layer == "blstm2" else dense
-        return nn.functional.normalize(e, dim=-1)
+        return torch.log_softmax(self.classifier(dense), dim=-1), nn.functional.normalize(e, dim=-1)
 
 
 def symmetric_kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@
 speakers, relabel windows by speaker centroid and merge them into turns."""
 from __future__ import annotations
 
+import functools
 import heapq
 import os
 import time
@@ -17,10 +18,11 @@ import torch
 from scipy.ndimage import binary_dilation, uniform_filter1d
 
 from .audio import audio_duration, load_audio_header, stream_audio, stream_log_mel
-from .calibration import Calibration, normalise
+from .calibration import Calibration, for_recording, normalise
 from .cluster import centroids, cluster_embeddings
 from .hparams import FRAME_SECONDS, WINDOW_FRAMES, WINDOW_SECONDS
 from .model import SpeakerEncoder, load_model
+from .overlap import OverlapDetector, load_detector
 from .vad import SILERO_CHUNK, SileroSpeech, above_floor, energy_speech, is_noisy
 from .writers import Turn, merge_turns
 
@@ -52,6 +54,8 @@ class PipelineConfig:
     min_turn: float = 0.5  # seconds: shorter turns are absorbed by their neighbours
     speech_pad: float = 0.1  # seconds: turns reach this far past detected speech (not onto the noise floor)
     max_pause: float = 0.8  # seconds: a speaker's pause this short stays inside the turn (as annotators mark it)
+    overlap: bool = False  # overlapped speech (overlap.py's detector) gets a second speaker
+    min_overlap: float = 0.2  # seconds: shorter stretches of overlap are not given a second speaker
     batch_size: int = 256  # windows per forward pass
     chunk_seconds: float = 60.0  # audio decoded and featurised this much at a time
 
@@ -76,6 +80,8 @@ class Windows:
     n_frames: int
     duration: float  # seconds of audio (frames are centred, so n_frames * 10 ms runs a frame over)
     silero: SileroSpeech | None = None
+    overlap: np.ndarray | None = None  # (frames,) probability of overlapped speech, where the detector ran
+    overlap_threshold: float = 0.5  # the detector's: from this probability a frame counts as overlapped
 
     @property
     def end(self) -> np.ndarray:
@@ -134,8 +140,10 @@ def _timed(items, timer: StageTimer, stage: str):
 
 @torch.inference_mode()
 def embed_windows(path: str | Path, encoder: SpeakerEncoder, config: PipelineConfig = PipelineConfig(),
-                  hook: Hook | None = None, timer: StageTimer | None = None) -> Windows:
-    """One pass over the file: decode, log-mel, and embed every window (hop `config.window_hop`), in chunks."""
+                  hook: Hook | None = None, timer: StageTimer | None = None,
+                  detector: OverlapDetector | None = None) -> Windows:
+    """One pass over the file: decode, log-mel, and embed every window (hop `config.window_hop`), in chunks;
+    with a `detector`, mark overlapped speech too."""
     timer = timer if timer is not None else StageTimer()
     path = Path(path)
     duration = audio_duration(path)
@@ -159,7 +167,7 @@ def embed_windows(path: str | Path, encoder: SpeakerEncoder, config: PipelineCon
                         silero.add(backlog.popleft().result())
             yield chunk
 
-    embeddings, starts, energies = [], [], []
+    embeddings, starts, energies, overlap = [], [], [], []
     pending = torch.zeros(0, encoder.config.n_mels)  # frames not yet covered by a full window
     offset = 0  # frame index of pending[0]
     recent = pending  # the last WINDOW_FRAMES frames seen, for the tail window
@@ -173,6 +181,9 @@ def embed_windows(path: str | Path, encoder: SpeakerEncoder, config: PipelineCon
             stack.enter_context(torch_threads(max(1, torch.get_num_threads() - SILERO_THREADS)))
         for frames, energy_db in _timed(stream_log_mel(audio_chunks(scoring)), timer, "features"):
             energies.append(energy_db)
+            if detector is not None:
+                with timer("overlap detection"):
+                    overlap.append(detector.overlap_probability(frames).astype(np.float16))
             pending = torch.cat([pending, frames])
             recent = torch.cat([recent, frames])[-WINDOW_FRAMES:]
             n = (len(pending) - WINDOW_FRAMES) // hop + 1
@@ -196,7 +207,9 @@ def embed_windows(path: str | Path, encoder: SpeakerEncoder, config: PipelineCon
     dim = encoder.config.embedding_dim
     return Windows(np.concatenate(embeddings) if embeddings else np.zeros((0, dim), np.float32),
                    np.concatenate(starts) * FRAME_SECONDS if starts else np.zeros(0),
-                   np.concatenate(energies) if energies else np.zeros(0), n_frames, min(duration, n_frames * FRAME_SECONDS), silero)
+                   np.concatenate(energies) if energies else np.zeros(0), n_frames, min(duration, n_frames * FRAME_SECONDS), silero,
+                   (np.concatenate(overlap) if overlap else np.zeros(0, np.float16)) if detector is not None else None,
+                   detector.threshold if detector is not None else 0.5)
 
 
 @contextmanager
@@ -371,10 +384,11 @@ def absorb_short_runs(runs: list[list[int]], short: int) -> list[list[int]]:
 def diarize(path: str | Path, model: SpeakerEncoder | str | Path | None = None, *,
             num_speakers: int | None = None, min_speakers: int = 1, max_speakers: int | None = None,
             config: PipelineConfig = PipelineConfig(), device: str | None = "auto", seed: int = 0,
-            hook: Hook | None = None) -> Diarization:
+            hook: Hook | None = None, overlap_model: OverlapDetector | str | Path | None = None) -> Diarization:
     """Who spoke when in one recording.
 
     model: an encoder, a registry name or a path (default: the bundled model).
+    overlap_model: the overlap detector used when config.overlap is on (default: the bundled one).
     num_speakers: exactly this many speakers; otherwise estimated within [min_speakers, max_speakers].
     hook: called as hook("embed", completed=seconds, total=seconds) while the file streams past.
     """
@@ -382,11 +396,20 @@ def diarize(path: str | Path, model: SpeakerEncoder | str | Path | None = None, 
     check_speaker_counts(num_speakers, min_speakers, max_speakers)
     load_audio_header(path)
     encoder = model if isinstance(model, SpeakerEncoder) else load_model(model, device)
+    detector = None
+    if config.overlap:
+        detector = overlap_model if isinstance(overlap_model, OverlapDetector) else _detector(overlap_model)
     timer = StageTimer()
-    windows = embed_windows(path, encoder, config, hook, timer)
+    windows = embed_windows(path, encoder, config, hook, timer, detector)
     return diarize_windows(windows, path.stem, num_speakers=num_speakers, min_speakers=min_speakers,
                            max_speakers=max_speakers, config=config, seed=seed, timer=timer,
                            calibration=encoder.calibration)
+
+
+@functools.lru_cache(maxsize=4)
+def _detector(path: str | Path | None) -> OverlapDetector:
+    """Overlap detectors loaded once per process (a batch of files shares one)."""
+    return load_detector(path)
 
 
 def check_speaker_counts(num_speakers: int | None, min_speakers: int, max_speakers: int | None) -> None:
@@ -434,6 +457,8 @@ def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None 
         # embeddings of one recording share a common direction; removing it spreads speakers apart
         centre = seg_emb.mean(axis=0)
         seg_c, win_c = normalise(seg_emb - centre), normalise(windows.embeddings[idx] - centre)
+        if calibration is not None:
+            calibration = for_recording(calibration, seg_c)  # moved to this recording's similarity scale
         labels = cluster_embeddings(seg_c, config.cluster, num_speakers, min_speakers, max_speakers,
                                     calibration, config.min_cluster_size, seed)
         # resegmentation: every speech window goes to its nearest speaker centroid, the similarities
@@ -448,6 +473,12 @@ def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None 
         # soft onsets and endings the detector cuts off belong to the turn; clustering kept to the core
         speech = binary_dilation(speech, np.ones(2 * int(round(config.speech_pad / FRAME_SECONDS)) + 1, bool)) & heard
         turns = windows_to_turns(centres, win_labels, speech, names, config.min_turn, duration, config.max_pause, heard)
+        if config.overlap and windows.overlap is not None and len(names) > 1:
+            # overlapped speech: the speaker each window is second nearest to talks there as well
+            second = np.argsort(sims, axis=1)[:, -2]
+            overlapped = (windows.overlap[: len(speech)] >= windows.overlap_threshold) & speech
+            extra = windows_to_turns(centres, second, overlapped, names, config.min_overlap, duration)
+            turns = merge_turns(turns + [t for t in extra if t.end - t.start >= config.min_overlap])
     used = sorted({t.speaker for t in turns})
     keep = [names.index(s) for s in used]
     segments = {"start": seg_start, "end": np.minimum(seg_end, duration), "embeddings": seg_emb,

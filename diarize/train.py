@@ -15,12 +15,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .augment import augment
-from .calibration import Calibration, calibrate, piece_embeddings
-from .data import BatchSampler, Dataset, FeatureCache, build_cache, utterance_windows
+from .audio import log_mel
+from .augment import PRE_ROLL, SPAN, WINDOW_SAMPLES, load_acoustics
+from .distill import TEACHER_SAMPLES, Teacher, relational_loss, resemblyzer_weights
+from .data import BatchSampler, Dataset, build_cache, utterance_windows
 from .hparams import WINDOW_FRAMES
 from .loss import kl_hinge_loss
-from .metrics import equal_error_rate, pair_scores
+from .validation import (HeldOut, calibrate_encoder, clips_set, evaluate_sets, rooms_set, speaker_set,
+                         utterance_embeddings)
 from .model import (EncoderConfig, ModelError, SpeakerEncoder, encoder_from_checkpoint, load_checkpoint,
                     save_checkpoint)
 
@@ -34,7 +36,11 @@ class TrainConfig:
     windows_per_speaker: int = 4  # M: a batch holds S*M windows and every pair of them enters the loss
     lr: float = 1e-3  # Adam learning rate, cosine-decayed to 5% over `steps`
     margin: float = 2.0  # hinge margin on KL for different-speaker pairs
-    augment: bool = False  # synthesise gain, noise, reverberation and speed changes
+    augment: bool = False  # put the speech in rooms, noise and channels (augment.Acoustics)
+    speed_perturb: bool = False  # every speaker also at 0.9x and 1.1x speed, as two new speakers
+    rir_dirs: tuple[str, ...] = ()  # impulse responses (beside simulated rooms) and noises to augment with
+    noise_dirs: tuple[str, ...] = ()
+    distill: float = 0.0  # weight of the relational distillation term towards Resemblyzer (0: none)
     seed: int = 0
     val_every: int = 200  # steps between validation rounds (EER) and checkpoints
     val_utterances: int = 20  # at most this many utterances per validation speaker
@@ -82,97 +88,79 @@ CALIBRATION_SPEAKERS = 60  # training speakers the calibration is read on when n
 CALIBRATION_UTTERANCES = 10  # utterances of each
 
 
-def validation_windows(cache: FeatureCache, per_speaker: int, seed: int = 0,
-                       max_speakers: int | None = None) -> tuple[list[np.ndarray], list[str]]:
-    """Up to `per_speaker` utterances per speaker (of at most `max_speakers`, drawn), as stacks of windows."""
-    rng = np.random.default_rng(seed)
-    utts, spks = [], []
-    speakers = sorted(set(cache.speakers))
-    if max_speakers is not None and len(speakers) > max_speakers:
-        speakers = sorted(rng.choice(speakers, size=max_speakers, replace=False))
-    for spk in speakers:
-        idx = [i for i, s in enumerate(cache.speakers) if s == spk]
-        for i in sorted(rng.permutation(idx)[:per_speaker]):
-            feats = np.asarray(cache.frames[cache.offsets[i]: cache.offsets[i] + cache.lengths[i]])
-            utts.append(utterance_windows(feats))
-            spks.append(spk)
-    return utts, spks
+SPEEDS = (0.9, 1.0, 1.1)
 
 
-@torch.inference_mode()
-def window_embeddings(encoder: SpeakerEncoder, utts: list[np.ndarray], device: torch.device,
-                      batch_size: int = 512) -> list[np.ndarray]:
-    """The embedding of every window of each utterance: one (windows, D) array per utterance."""
-    was_training = encoder.training
-    encoder.eval()
-    flat = torch.from_numpy(np.concatenate(utts))
-    emb = torch.cat([encoder.embed(flat[i: i + batch_size].to(device)).cpu()
-                     for i in range(0, len(flat), batch_size)]).numpy()
-    encoder.train(was_training)
-    return np.split(emb, np.cumsum([len(u) for u in utts])[:-1])
-
-
-def utterance_embeddings(encoder: SpeakerEncoder, utts: list[np.ndarray], device: torch.device,
-                         batch_size: int = 512) -> np.ndarray:
-    """Mean of each utterance's window embeddings, L2-normalised."""
-    sums = np.stack([w.sum(axis=0) for w in window_embeddings(encoder, utts, device, batch_size)])
-    return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
-
-
-def calibrate_encoder(encoder: SpeakerEncoder, utts: list[np.ndarray], spks: list[str],
-                      device: torch.device) -> Calibration:
-    """The encoder's calibration (calibration.calibrate) from held-out utterances' windows."""
-    return calibrate(piece_embeddings(window_embeddings(encoder, utts, device)), spks)
-
-
-def evaluate_encoder(encoder: SpeakerEncoder, utts: list[np.ndarray], spks: list[str],
-                     device: torch.device) -> dict[str, float]:
-    """EER (cosine, all utterance pairs) and balanced same/different pair accuracy at the EER threshold."""
-    scores, same = pair_scores(utterance_embeddings(encoder, utts, device), spks)
-    eer, threshold = equal_error_rate(scores, same)
-    accept = scores >= threshold
-    acc = 0.5 * (accept[same].mean() + (~accept[~same]).mean())
-    return {"eer": eer, "pair_accuracy": float(acc), "threshold": threshold,
-            "utterances": len(utts), "speakers": len(set(spks))}
+def held_out_sets(val_data: Dataset | None, cache_dir: Path, per_speaker: int, more: list[tuple[str, Dataset]] = (),
+                  rooms: bool = False, clips: Path | None = None, noise_dirs: list[Path] = (), workers: int = 1,
+                  hook: Hook | None = None) -> list[HeldOut]:
+    """The validation sets: `val_data` ("val"), each of `more`, `val_data` rendered in rooms with noise
+    ("rooms"), and the single-speaker pieces of the recordings in `clips` ("clips")."""
+    hook = hook or (lambda *a, **k: None)
+    sets = []
+    for name, data in ([("val", val_data)] if val_data is not None else []) + list(more):
+        cache = build_cache(data, cache_dir, workers, hook)
+        hook("data", split=name, speakers=len(set(cache.speakers)), files=len(cache.speakers),
+             skipped=cache.skipped, dropped=[])
+        if len(set(cache.speakers)) >= 2:
+            sets.append(speaker_set(name, cache, per_speaker))
+    if rooms and val_data is not None:
+        sets.append(rooms_set("rooms", val_data, cache_dir, per_speaker, noise_dirs, workers, hook))
+    if clips is not None:
+        sets.append(clips_set("clips", clips))
+    return sets
 
 
 def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
           encoder_config: EncoderConfig = EncoderConfig(), config: TrainConfig = TrainConfig(),
           device: torch.device = torch.device("cpu"), resume: str | Path | None = None,
           init: str | Path | None = None, cache_dir: str | Path | None = None, workers: int = 1,
-          hook: Hook | None = None) -> dict:
-    """Train an encoder; writes out_dir/last.pt (resumable), out_dir/best.pt (best validation EER, weights
-    only: a model file) and out_dir/log.jsonl (learning curve). Returns the final summary."""
+          hook: Hook | None = None, more_val: list[tuple[str, Dataset]] = (), val_rooms: bool = False,
+          val_clips: Path | None = None) -> dict:
+    """Train an encoder; writes out_dir/last.pt (resumable), out_dir/best.pt (best mean validation EER over
+    the held-out sets, weights only: a model file) and out_dir/log.jsonl (learning curve). Returns the final
+    summary."""
     hook = hook or (lambda *a, **k: None)
     rank, world = _dist()
     out_dir = Path(out_dir)
     cache_dir = Path(cache_dir) if cache_dir else out_dir / "features"
-    train_cache = build_cache(train_data, cache_dir, workers, hook if rank == 0 else None)
-    sampler = BatchSampler(train_cache)
+    if resume:  # a resumed run keeps its own settings, read before the data they decide on
+        ckpt = load_checkpoint(resume)
+        if "optimizer" not in ckpt:
+            raise ModelError(f"{resume}: holds no training state to resume (use --init to fine-tune from it)")
+        saved = {k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["train_config"].items()}
+        config = dataclasses.replace(TrainConfig(**saved), steps=config.steps)
+    waves = config.augment or config.speed_perturb  # both work on the waveform
+    train_cache = build_cache(train_data, cache_dir, workers, hook if rank == 0 else None,
+                              kind="wave" if waves else "mel")
+    # the teacher hears 1.6 s ending with the window: on 0.4 s alone its similarities are near chance
+    span = PRE_ROLL + TEACHER_SAMPLES if config.distill else SPAN
+    sampler = (BatchSampler(train_cache, span, WINDOW_SAMPLES, SPEEDS if config.speed_perturb else (1.0,))
+               if waves else BatchSampler(train_cache))
+    teacher = Teacher(resemblyzer_weights()) if config.distill else None
+    if config.distill and (world > 1 or not waves):
+        raise ValueError("distillation needs --augment or --speed-perturb (the teacher hears waveforms), "
+                         "and one process")
+    acoustics = (load_acoustics([Path(d) for d in config.rir_dirs], [Path(d) for d in config.noise_dirs], config.seed)
+                 if config.augment else None)
     hook("data", speakers=len(sampler.speakers), files=len(train_cache.speakers),
          skipped=train_cache.skipped, dropped=sampler.dropped)
     if len(sampler.speakers) < 2:
         raise ValueError(f"training needs at least 2 speakers with {WINDOW_FRAMES} frames of audio; "
                          f"found {len(sampler.speakers)}")
-    val = None
-    if val_data is not None and rank == 0:
-        val_cache = build_cache(val_data, cache_dir, workers, hook)
-        hook("data", split="val", speakers=len(set(val_cache.speakers)), files=len(val_cache.speakers),
-             skipped=val_cache.skipped, dropped=[])
-        if len(set(val_cache.speakers)) >= 2:
-            val = validation_windows(val_cache, config.val_utterances)
+    val = held_out_sets(val_data, cache_dir, config.val_utterances, more_val, val_rooms, val_clips,
+                        [Path(d) for d in config.noise_dirs], workers, hook) if rank == 0 else []
     # the speaker-count calibration is read on held-out speakers; a run without any reads it on training ones
-    held_out = val if val and len(set(val[1])) >= 5 else validation_windows(train_cache, CALIBRATION_UTTERANCES,
-                                                                           max_speakers=CALIBRATION_SPEAKERS)
+    if val and val[0].recordings is None and len(set(val[0].speakers)) >= 5:
+        held_out = val[0]
+    else:
+        train_mels = build_cache(train_data, cache_dir, workers) if waves else train_cache
+        held_out = speaker_set("train", train_mels, CALIBRATION_UTTERANCES, max_speakers=CALIBRATION_SPEAKERS)
 
     step, best_eer, history = 0, float("inf"), []
     if resume:
-        ckpt = load_checkpoint(resume)
-        if "optimizer" not in ckpt:
-            raise ModelError(f"{resume}: holds no training state to resume (use --init to fine-tune from it)")
         encoder = encoder_from_checkpoint(ckpt, resume)
         step, best_eer, history = ckpt["step"], ckpt["best_eer"], list(ckpt["history"])
-        config = dataclasses.replace(TrainConfig(**ckpt["train_config"]), steps=config.steps)
         if step >= config.steps:
             raise ValueError(f"{resume} is at step {step} already: give --steps above it to train further")
         if val_data is None and best_eer < float("inf"):  # else best.pt, the validated model, would be overwritten
@@ -216,10 +204,15 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
                 raise KeyboardInterrupt
             # every step's randomness derives from (seed, step): a resumed run redraws the same batches
             rng = np.random.default_rng([config.seed, step])
-            gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
             torch.manual_seed(config.seed * 1_000_003 + step)
             x, labels = sampler.batch(rng, s, config.windows_per_speaker)
-            x = augment(x, gen) if config.augment else x[:, :WINDOW_FRAMES]
+            if acoustics is not None:
+                x, heard = acoustics.batch(x, config.windows_per_speaker, rng)
+            elif waves:
+                heard = x[:, PRE_ROLL:]
+                x = log_mel(heard[:, -WINDOW_SAMPLES:], center=False)
+            else:
+                x = x[:, :WINDOW_FRAMES]
             for group in optimizer.param_groups:
                 group["lr"] = float(config.lr * schedule(step))  # a numpy float would not load with weights_only
             if world > 1:  # each process embeds its slice; the loss sees every pair of the whole batch
@@ -227,9 +220,15 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
                 mine = x[rank * per: (rank + 1) * per]
                 mine = torch.cat([mine, x[: per - len(mine)]])  # padding rows, dropped after the gather
                 log_p = torch.cat(torch.distributed.nn.functional.all_gather(model(mine.to(device))))[: len(x)]
+            elif teacher is not None:
+                log_p, embedding = encoder.forward_and_embed(x.to(device))
             else:
                 log_p = model(x.to(device))
             loss, stats = kl_hinge_loss(log_p, labels.to(device), config.margin)
+            if teacher is not None:
+                taught = relational_loss(embedding, teacher(heard).to(device))
+                loss = loss + config.distill * taught
+                stats["distill"] = taught.item()
             optimizer.zero_grad(set_to_none=True)
             # each process computed the whole loss: all_gather's backward sums the processes' gradients for
             # this slice (world x the true one), and DDP's average over processes divides that back out
@@ -244,9 +243,9 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
             if step % 50 == 0 and rank == 0:
                 log({"step": step, "loss": running, **stats, "seconds": time.time() - started})
             if due:
-                metrics = evaluate_encoder(encoder, *val, device) if val else {}
+                metrics = evaluate_sets(encoder, val, device) if val else {}
                 try:
-                    calibration = calibrate_encoder(encoder, *held_out, device).as_dict()
+                    calibration = calibrate_encoder(encoder, held_out, device).as_dict()
                 except ValueError as e:  # too few speakers: the count must be told, or calibrated later
                     calibration = None
                     hook("warning", message=f"no speaker-count calibration: {e}")
@@ -279,20 +278,26 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
 
 
 def validate(encoder: SpeakerEncoder, data: Dataset, cache_dir: str | Path, device: torch.device,
-             per_speaker: int = 20, workers: int = 1, hook: Hook | None = None) -> dict:
+             per_speaker: int = 20, workers: int = 1, hook: Hook | None = None,
+             more: list[tuple[str, Dataset]] = (), rooms: bool = False, clips: Path | None = None,
+             noise_dirs: list[Path] = ()) -> dict:
     """The model card's figures on held-out speakers: EER and pair accuracy (cosine, all pairs of at most
-    `per_speaker` utterances a speaker), the ZHAW misclassification rate (first 8 vs last 2
-    utterances of 40 speakers, threshold chosen on the others) and the encoder's speaker-count
-    calibration read on the same utterances ("calibration", a Calibration as a dict)."""
+    `per_speaker` utterances a speaker), the EER of each further set (held_out_sets: eer_<name>) and their
+    mean (eer_mean), the ZHAW misclassification rate (first 8 vs last 2 utterances of 40 speakers, threshold
+    chosen on the others) and the encoder's speaker-count calibration read on the same utterances
+    ("calibration", a Calibration as a dict)."""
     from .metrics import zhaw_mr
 
-    cache = build_cache(data, cache_dir, workers, hook)
-    held_out = validation_windows(cache, per_speaker)
-    figures = evaluate_encoder(encoder, *held_out, device)
+    hook = hook or (lambda *a, **k: None)
+    sets = held_out_sets(data, Path(cache_dir), per_speaker, more, rooms, clips, noise_dirs, workers, hook)
+    figures = evaluate_sets(encoder, sets, device)
+    figures["eer_mean"] = figures["eer"]
+    figures["eer"] = figures["eer_val"]
     try:
-        figures["calibration"] = calibrate_encoder(encoder, *held_out, device).as_dict()
+        figures["calibration"] = calibrate_encoder(encoder, sets[0], device).as_dict()
     except ValueError as e:
         figures["calibration_skipped"] = str(e)
+    cache = build_cache(data, cache_dir, workers)
     utts = [utterance_windows(np.asarray(cache.frames[o: o + n])) for o, n in zip(cache.offsets, cache.lengths)]
     try:
         figures.update(zhaw_mr(utterance_embeddings(encoder, utts, device), cache.speakers))

@@ -1,10 +1,13 @@
 """Diarize the development suite (../shared/DATA.md: dev_ocean, dev_cross, dev_room, dev_real) with the count
 estimated and told, and print DER per set at collar 0 and 0.25 s (overlap scored) with the exact counts.
 
-    python examples/suite.py ~/dev-suite [--model M] [--cluster ahc] [--cache DIR] [--json OUT.json]
+    python examples/suite.py ~/dev-suite [--model M] [--overlap-model D] [--cache DIR] [--json OUT.json]
+        [--set-config cluster=hdbscan overlap=0]
 
-Window embeddings and speech probabilities are cached per model and file (`--cache`), so comparing
-clustering settings re-runs only the steps after the encoder.
+Window embeddings and speech probabilities are cached per model and file (`--cache`), and overlap
+probabilities per detector and file, so comparing clustering settings re-runs only the steps after them.
+With overlap handling on, the detector's frame-level overlap precision and recall against the references
+are printed too, and the false overlap as a share of reference speech.
 """
 from __future__ import annotations
 
@@ -17,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from diarize.audio import load_audio, log_mel
 from diarize.evaluate import score
 from diarize.model import load_model, resolve_model_path
+from diarize.overlap import frame_classes, load_detector
 from diarize.pipeline import PipelineConfig, diarize_windows, embed_windows
 from diarize.writers import read_rttm
 
@@ -49,17 +54,44 @@ def cached_windows(audio: Path, encoder, model_path: Path, config: PipelineConfi
     return windows
 
 
-def run_set(folder: Path, encoder, model_path: Path, config: PipelineConfig, cache: Path | None) -> dict:
+def cached_overlap(audio: Path, detector, cache: Path | None) -> np.ndarray:
+    key = hashlib.sha1(f"{detector.source}:{Path(detector.source).stat().st_mtime}:{audio.resolve()}".encode())
+    path = cache / f"{audio.stem}-overlap-{key.hexdigest()[:16]}.npy" if cache else None
+    if path is not None and path.exists():
+        return np.load(path)
+    probs = detector.overlap_probability(log_mel(load_audio(audio))).astype(np.float16)
+    if path is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        np.save(path, probs)
+    return probs
+
+
+def run_set(folder: Path, encoder, model_path: Path, config: PipelineConfig, cache: Path | None,
+            detector=None) -> dict:
     refs, est, told = {}, {}, {}
+    hit = {"tp": 0, "fp": 0, "fn": 0, "speech": 0}
     for audio, rttm in recordings(folder):
         ref = read_rttm(rttm)
         turns = ref.get(audio.stem) or next(iter(ref.values()))
         refs[audio.stem] = turns
         k = len({t.speaker for t in turns})
         windows = cached_windows(audio, encoder, model_path, config, cache)
+        if detector is not None and config.overlap:
+            windows.overlap = cached_overlap(audio, detector, cache)[: windows.n_frames]
+            windows.overlap_threshold = detector.threshold
+            truth = frame_classes(rttm, len(windows.overlap))
+            found = windows.overlap >= detector.threshold
+            hit["tp"] += int((found & (truth == 2)).sum())
+            hit["fp"] += int((found & (truth != 2)).sum())
+            hit["fn"] += int((~found & (truth == 2)).sum())
+            hit["speech"] += int((truth > 0).sum())
         est[audio.stem] = diarize_windows(windows, audio.stem, config=config, calibration=encoder.calibration).turns
         told[audio.stem] = diarize_windows(windows, audio.stem, num_speakers=k, config=config).turns
     out = {"files": len(refs)}
+    if hit["speech"]:
+        out["overlap_detection"] = {"precision": hit["tp"] / max(hit["tp"] + hit["fp"], 1),
+                                    "recall": hit["tp"] / max(hit["tp"] + hit["fn"], 1),
+                                    "false_overlap_of_speech": hit["fp"] / hit["speech"]}
     for name, hyp in (("estimated", est), ("told", told)):
         rows = score(refs, hyp)
         total = rows[-1]
@@ -77,6 +109,8 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", default=list(SETS))
     parser.add_argument("--cache", type=Path, default=None, help="folder for cached window embeddings")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    parser.add_argument("--overlap-model", type=Path, default=None,
+                        help="overlap detector (default: the bundled one, when overlap is on)")
     parser.add_argument("--set-config", nargs="*", default=[], metavar="FIELD=VALUE",
                         help="PipelineConfig fields, e.g. cluster=ahc")
     args = parser.parse_args()
@@ -86,20 +120,27 @@ def main() -> None:
         name, value = item.split("=", 1)
         if name not in fields:
             parser.error(f"unknown PipelineConfig field {name}")
-        overrides[name] = value if "str" in str(fields[name]) else float(value) if "float" in str(fields[name]) \
-            else int(value)
+        kind = str(fields[name])
+        overrides[name] = (value if "str" in kind else float(value) if "float" in kind
+                           else value.lower() in ("1", "true", "yes") if "bool" in kind else int(value))
     config = PipelineConfig(**overrides)
     model_path = resolve_model_path(args.model)
     encoder = load_model(model_path, "cpu")
+    detector = load_detector(args.overlap_model) if config.overlap else None
     results = {}
     print(f"{'set':10} {'files':>5} {'DER est':>8} {'(miss/FA/conf)':>17} {'c0.25':>6} {'exact':>6} "
           f"{'DER told':>9} {'c0.25':>6}")
     for name in args.sets:
-        r = results[name] = run_set(args.suite / name, encoder, model_path, config, args.cache)
+        r = results[name] = run_set(args.suite / name, encoder, model_path, config, args.cache, detector)
         e, t = r["estimated"], r["told"]
         parts = f"{100 * e['missed']:.1f}/{100 * e['false_alarm']:.1f}/{100 * e['confusion']:.1f}"
         print(f"{name:10} {r['files']:5d} {100 * e['der']:7.1f}% {parts:>17} {100 * e['der_collar025']:5.1f}% "
               f"{e['exact_counts']:>2}/{r['files']:<3} {100 * t['der']:8.1f}% {100 * t['der_collar025']:5.1f}%")
+    for name, r in results.items():
+        if "overlap_detection" in r:
+            o = r["overlap_detection"]
+            print(f"{name:10} overlap detection: precision {100 * o['precision']:.1f}%, recall "
+                  f"{100 * o['recall']:.1f}%, false overlap {100 * o['false_overlap_of_speech']:.2f}% of speech")
     mean = {k: float(np.mean([results[s][k]["der"] for s in results])) for k in ("estimated", "told")}
     exact = sum(results[s]["estimated"]["exact_counts"] for s in results)
     files = sum(results[s]["files"] for s in results)

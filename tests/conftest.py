@@ -48,15 +48,15 @@ def tiny_model(tmp_path_factory) -> Path:
     from synthetic import random_voice, write_speakers
 
     from diarize.data import build_cache, list_dataset
-    from diarize.train import calibrate_encoder, validation_windows
+    from diarize.validation import calibrate_encoder, speaker_set
 
     torch.manual_seed(0)
     encoder = SpeakerEncoder(EncoderConfig(lstm_hidden=16, dense=(16,), n_outputs=8)).eval()
     held_out = tmp_path_factory.mktemp("held_out")
     rng = np.random.default_rng(5)
     write_speakers(held_out, [random_voice(rng) for _ in range(6)], 4, rng, seconds=(2.0, 3.0))
-    windows = validation_windows(build_cache(list_dataset(held_out), held_out / "cache"), 4)
-    calibration = calibrate_encoder(encoder, *windows, torch.device("cpu"))
+    windows = speaker_set("held_out", build_cache(list_dataset(held_out), held_out / "cache"), 4)
+    calibration = calibrate_encoder(encoder, windows, torch.device("cpu"))
     path = tmp_path_factory.mktemp("model") / "tiny.pt"
     save_checkpoint(path, encoder, calibration=calibration.as_dict())
     return path

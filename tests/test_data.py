@@ -220,3 +220,27 @@ def test_a_build_removes_what_a_killed_build_left_behind(corpus, tmp_path):
     orphan.write_bytes(b"partial")
     build_cache(data, tmp_path / "cache")
     assert not orphan.exists() and not list(folder.glob("*.tmp"))
+
+
+def test_a_wave_cache_holds_the_samples_of_the_frames_a_feature_cache_keeps(tmp_path):
+    path = tone(tmp_path / "alice" / "a.wav", seconds=1.0)
+    sf.write(path, np.concatenate([np.zeros(8000), sf.read(path)[0], np.zeros(8000)]), SR)  # silence around
+    data = list_dataset(tmp_path)
+    mels, waves = build_cache(data, tmp_path / "cache"), build_cache(data, tmp_path / "cache", kind="wave")
+    assert waves.frames.dtype == np.int16 and waves.frames.ndim == 1
+    assert waves.lengths[0] == mels.lengths[0] * 160  # trimmed alike: 10 ms of samples a frame
+    assert 0.95 < waves.lengths[0] / SR < 1.1  # the half-second silences are gone, the tone is kept
+
+
+def test_speed_perturbation_makes_each_speaker_three_identities_of_resampled_windows():
+    t = np.arange(64000) / SR
+    tone_rows = (0.5 * np.sin(2 * np.pi * 500 * t) * 32767).astype(np.int16)
+    cache = FeatureCache(np.concatenate([tone_rows, tone_rows]), np.array([0, 64000]), np.array([64000, 64000]),
+                         ["alice", "bob"])
+    sampler = BatchSampler(cache, span=4000, min_rows=4000, speeds=(0.9, 1.0, 1.1))
+    assert sampler.identities == 6
+    x, labels = sampler.batch(np.random.default_rng(0), n_speakers=6, n_windows=2)
+    assert x.shape == (12, 4000) and sorted(set(labels.tolist())) == list(range(6))
+    for window, label in zip(x.numpy(), labels.tolist()):
+        peak = np.fft.rfftfreq(4000, 1 / SR)[np.abs(np.fft.rfft(window)).argmax()]
+        assert peak == pytest.approx(500 * sampler.speeds[label % 3], abs=8)  # 1.1x faster: 550 Hz

@@ -16,7 +16,8 @@ from synthetic import random_voice, spread_voices, write_speakers
 
 from diarize.data import build_cache, list_dataset
 from diarize.model import EncoderConfig, ModelError, SpeakerEncoder, load_checkpoint, load_model
-from diarize.train import TrainConfig, TrainingInterrupted, evaluate_encoder, train, validation_windows
+from diarize.train import TrainConfig, TrainingInterrupted, train
+from diarize.validation import set_eer, speaker_set
 
 CPU = torch.device("cpu")
 
@@ -58,8 +59,8 @@ def test_training_learns_to_tell_speakers_it_never_heard_apart(voices, tmp_path,
     trained = summary["metrics"]["eer"]
 
     torch.manual_seed(config.seed)  # the very weights training started from
-    held_out = validation_windows(build_cache(new, tmp_path / "cache"), config.val_utterances)
-    untrained = evaluate_encoder(SpeakerEncoder(tiny), *held_out, CPU)["eer"]
+    held_out = speaker_set("val", build_cache(new, tmp_path / "cache"), config.val_utterances)
+    untrained = set_eer(SpeakerEncoder(tiny), held_out, CPU)["eer"]
     print(f"held-out EER: trained {trained:.3f}, untrained {untrained:.3f}; "
           f"{config.steps / summary['seconds']:.0f} steps/s")
     assert summary["metrics"]["speakers"] == 8 and summary["metrics"]["utterances"] == 40
@@ -269,3 +270,57 @@ def test_two_torchrun_processes_train_the_same_weights_as_one(few_voices, tmp_pa
     assert ddp["step"] == single["step"] == steps
     # the same sums in another order: float32 rounding, far under one Adam step (lr 1e-3)
     assert_same_training_state(ddp, single, weights_atol=1e-5, moments_rtol=1e-3)
+
+
+def two_voice_recording(folder: Path, rng: np.random.Generator) -> None:
+    """A recording of two synthetic voices taking 2 s turns, with its reference RTTM."""
+    from synthetic import utterance
+
+    import soundfile as sf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    voices = spread_voices(2, rng)
+    turns = [utterance(voices[k % 2], 2.0, rng) for k in range(8)]
+    sf.write(folder / "talk.wav", np.concatenate(turns), 16000)
+    (folder / "talk.rttm").write_text("".join(f"SPEAKER talk 1 {2.0 * k:.3f} 2.000 <NA> <NA> s{k % 2} <NA> <NA>\n"
+                                              for k in range(8)))
+
+
+WAVE_CONFIG = dataclasses.replace(RESUME_CONFIG, speed_perturb=True)
+
+
+def test_an_augmented_speed_perturbed_run_resumes_to_the_weights_of_an_uninterrupted_one(few_voices, tmp_path):
+    """Rooms, noise, channels and speeds are drawn from (seed, step): a resumed run hears the same batches."""
+    data, cache = list_dataset(few_voices), tmp_path / "cache"
+    train(data, None, tmp_path / "straight", RESUME_ENCODER, WAVE_CONFIG, cache_dir=cache)
+    with pytest.raises(TrainingInterrupted):
+        train(data, None, tmp_path / "run", RESUME_ENCODER, WAVE_CONFIG, cache_dir=cache,
+              hook=interrupt_at(3, "keyboard-interrupt"))
+    train(data, None, tmp_path / "run", RESUME_ENCODER, WAVE_CONFIG, cache_dir=cache,
+          resume=tmp_path / "run" / "last.pt")
+    assert_same_training_state(load_checkpoint(tmp_path / "run" / "last.pt"),
+                               load_checkpoint(tmp_path / "straight" / "last.pt"), 1e-7, 1e-6)
+
+
+def test_a_run_is_measured_on_each_held_out_set_and_keeps_the_best_mean(voices, few_voices, tmp_path):
+    two_voice_recording(tmp_path / "clips", np.random.default_rng(3))
+    config = dataclasses.replace(WAVE_CONFIG, steps=4, val_every=2)
+    summary = train(list_dataset(few_voices), list_dataset(voices / "new"), tmp_path / "run", RESUME_ENCODER,
+                    config, cache_dir=tmp_path / "cache", more_val=[("others", list_dataset(few_voices))],
+                    val_rooms=True, val_clips=tmp_path / "clips")
+    figures = summary["metrics"]
+    sets = {k: v for k, v in figures.items() if k.startswith("eer_")}
+    assert set(sets) == {"eer_val", "eer_others", "eer_rooms", "eer_clips"}
+    assert figures["eer"] == pytest.approx(np.mean(list(sets.values())))
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    means = [r["val_eer"] for r in log if "val_eer" in r]
+    assert len(means) == 2 and load_checkpoint(tmp_path / "run" / "best.pt")["metrics"]["eer"] == min(means)
+
+
+def test_validate_reports_each_further_set_and_their_mean(diarize, succeeds, voices, few_voices, tiny_model, tmp_path):
+    two_voice_recording(tmp_path / "clips", np.random.default_rng(3))
+    result = diarize("validate", voices / "new", "--model", tiny_model, "--device", "cpu", "--cache", tmp_path,
+                     "--also", few_voices, "--rooms", "--clips", tmp_path / "clips")
+    succeeds(result)
+    for line in (f"on {few_voices.name}", "on rooms", "on clips", "mean EER"):
+        assert line in result.stdout

@@ -1,0 +1,77 @@
+"""What overlap handling promises: frame classes read from an RTTM, a detector that scores a recording of
+any length frame by frame, that learns overlap from simulated conversations, and a pipeline that gives
+overlapped speech a second speaker only when asked to."""
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from synthetic import spread_voices, utterance
+
+from diarize.hparams import N_MELS
+from diarize.overlap import (BLOCK_FRAMES, OverlapDetector, OverlapTrainConfig, frame_classes, load_detector,
+                             save_detector, train_detector)
+
+SR = 16000
+
+
+def conversation(folder, name: str, rng: np.random.Generator, seconds: float = 12.0) -> None:
+    """Two synthetic voices alternating in 1.5 s turns; every other turn starts 0.6 s before the previous ends."""
+    voices = spread_voices(2, rng)
+    wave = np.zeros(int(seconds * SR) + SR, np.float32)
+    lines, t, k = [], 0.2, 0
+    while t + 1.5 < seconds:
+        start = t
+        part = utterance(voices[k % 2], 1.5, rng)
+        wave[int(start * SR): int(start * SR) + len(part)] += part
+        lines.append(f"SPEAKER {name} 1 {start:.3f} {len(part) / SR:.3f} <NA> <NA> s{k % 2} <NA> <NA>\n")
+        t = start + len(part) / SR + (-0.6 if k % 2 == 0 else 0.4)
+        k += 1
+    folder.mkdir(parents=True, exist_ok=True)
+    sf.write(folder / f"{name}.wav", wave[: int(seconds * SR)], SR)
+    (folder / f"{name}.rttm").write_text("".join(lines))
+
+
+def test_frame_classes_count_the_speakers_of_each_10_ms(tmp_path):
+    (tmp_path / "r.rttm").write_text("SPEAKER r 1 0.10 0.30 <NA> <NA> a <NA> <NA>\n"
+                                     "SPEAKER r 1 0.30 0.20 <NA> <NA> b <NA> <NA>\n"
+                                     "SPEAKER r 1 0.35 0.05 <NA> <NA> c <NA> <NA>\n")
+    classes = frame_classes(tmp_path / "r.rttm", 60)
+    assert classes[:10].tolist() == [0] * 10 and classes[10:30].tolist() == [1] * 20
+    assert classes[30:40].tolist() == [2] * 10 and classes[40:50].tolist() == [1] * 10  # three count as two
+    assert classes[50:].tolist() == [0] * 10
+
+
+@pytest.mark.parametrize("frames", [1, 37, BLOCK_FRAMES, 2 * BLOCK_FRAMES + 13])
+def test_the_detector_scores_every_frame_of_a_recording_of_any_length(frames):
+    torch.manual_seed(0)
+    detector = OverlapDetector()
+    p = detector.overlap_probability(torch.randn(frames, N_MELS))
+    assert p.shape == (frames,) and ((0 <= p) & (p <= 1)).all()
+
+
+def test_a_detector_file_keeps_its_weights_and_threshold_and_is_told_from_an_encoder(tmp_path, tiny_model):
+    from diarize.model import ModelError
+
+    detector = OverlapDetector()
+    detector.threshold = 0.35
+    save_detector(tmp_path / "d.pt", detector)
+    loaded = load_detector(tmp_path / "d.pt")
+    x = torch.randn(300, N_MELS)
+    assert loaded.threshold == 0.35 and np.allclose(loaded.overlap_probability(x), detector.overlap_probability(x))
+    with pytest.raises(ModelError, match="not an overlap detector"):
+        load_detector(tiny_model)
+
+
+def test_training_learns_to_find_overlap_in_conversations_it_never_heard(tmp_path):
+    """Measured: F1 0.8-0.9 after 150 steps on these synthetic conversations; an untrained detector's best F1
+    is the share of overlap (it marks everything)."""
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        conversation(tmp_path / "train", f"c{i}", rng)
+    for i in range(2):
+        conversation(tmp_path / "val", f"v{i}", rng)
+    best = train_detector([tmp_path / "train"], [tmp_path / "val"], tmp_path / "run",
+                          OverlapTrainConfig(steps=150, batch=8, val_every=75))
+    assert best["overlap_share"] < 0.3
+    assert best["f1"] > 0.6 and best["precision"] > 0.5 and best["recall"] > 0.5
+    assert load_detector(tmp_path / "run" / "best.pt").threshold == best["threshold"]
