@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from diarize.audio import frame_energy_db, log_mel, stream_log_mel
-from diarize.calibration import Calibration
+from diarize.calibration import Calibration, normalise
 from diarize.cluster import cluster_embeddings
 from diarize.evaluate import score
 from diarize.model import load_model
@@ -192,6 +192,7 @@ def test_a_calibration_read_on_held_out_speakers_counts_the_speakers_of_a_new_re
     x, truth = blobs([40] * 15, spread=1.2, seed=2)  # 15 "speakers", 40 pieces each
     cal = calibrate([x[truth == s] for s in range(12)], [f"s{s}" for s in range(12)])  # 12 held out
     assert cal.centroid_eer < 0.1 and cal.speakers == 12 and 0 < cal.min_silhouette < 1
+    assert 0 < cal.adjacent_similarity < 1  # consecutive pieces of one "utterance" after centring
     for voices in ([12], [12, 13], [12, 13, 14]):  # recordings of the 3 others
         members = np.isin(truth, voices)
         rec = x[members] - x[members].mean(axis=0)
@@ -382,3 +383,54 @@ def test_segments_end_where_their_speech_ends(tiny_model):
               zip(result.segments["start"], result.segments["end"])]
     assert len(frames) > 10
     assert all(result.speech[a:b].all() for a, b in frames)  # no segment reaches over a pause
+
+
+def two_speaker_windows(overlap_from: float, overlap_to: float):
+    """Windows of a 22 s recording: silence, voice A for 10 s, voice B for 10 s, silence; the detector's
+    overlap probability is 0.9 between the given times and 0.05 elsewhere."""
+    from diarize.pipeline import Windows
+
+    x, _ = blobs([1, 1], spread=0.0, seed=3)
+    start = np.arange(0, 21.6, 0.2)
+    centre = start + 0.2
+    emb = np.where(((centre >= 1) & (centre < 11))[:, None], x[0], x[1]).astype(np.float32)
+    energy = np.full(2200, -90.0)
+    energy[100:2100] = -20 + np.random.default_rng(0).normal(0, 1, 2000)
+    overlap = np.full(2200, 0.05, np.float16)
+    overlap[int(overlap_from * 100): int(overlap_to * 100)] = 0.9
+    return Windows(emb, start, energy, 2200, 22.0, overlap=overlap, overlap_threshold=0.5)
+
+
+def test_overlapped_speech_gets_the_second_nearest_speaker_too_only_when_asked():
+    windows = two_speaker_windows(5.0, 7.0)
+    on = PipelineConfig(vad="energy", overlap=True)
+    turns = diarize_windows(windows, "rec", num_speakers=2, config=on).turns
+    a = next(t.speaker for t in turns if t.start < 2)
+    second = [t for t in turns if t.speaker != a and t.start < 10]
+    assert len(second) == 1 and abs(second[0].start - 5.0) < 0.25 and abs(second[0].end - 7.0) < 0.25
+    assert any(t.speaker == a and t.start < 5 and t.end > 7 for t in turns)  # A talks on through it
+    off = diarize_windows(windows, "rec", num_speakers=2, config=PipelineConfig(vad="energy"))
+    assert not [t for t in off.turns if t.speaker != a and t.start < 10]
+
+
+def test_overlap_shorter_than_the_minimum_and_one_speaker_recordings_get_no_second_speaker():
+    config = PipelineConfig(vad="energy", overlap=True)
+    short = diarize_windows(two_speaker_windows(5.0, 5.1), "rec", num_speakers=2, config=config).turns
+    a = next(t.speaker for t in short if t.start < 2)
+    assert not [t for t in short if t.speaker != a and t.start < 10]
+    alone = diarize_windows(two_speaker_windows(5.0, 7.0), "rec", num_speakers=1, config=config).turns
+    assert len({t.speaker for t in alone}) == 1
+
+
+def test_a_recording_whose_voices_lie_closer_together_is_merged_less_readily():
+    from diarize.calibration import ADAPT_SEGMENTS, for_recording
+
+    cal = Calibration(0.5, 0.7, 0.37, adjacent_similarity=0.7)
+    apart, _ = blobs([20, 20], spread=0.3, seed=4)
+    close, _ = blobs([20, 20], spread=1.5, seed=4)
+    centred = [normalise(x - x.mean(axis=0)) for x in (apart, close)]
+    moved = [for_recording(cal, x).merge_similarity for x in centred]
+    assert moved[1] < moved[0] and moved[1] < cal.merge_similarity
+    assert all(for_recording(cal, x).min_silhouette == cal.min_silhouette for x in centred)
+    assert for_recording(cal, centred[1][: ADAPT_SEGMENTS - 1]) == cal  # too few segments to read it on
+    assert for_recording(Calibration(0.5, 0.7, 0.37), centred[1]).merge_similarity == 0.5  # not measured
