@@ -127,10 +127,13 @@ def conversations(folders: list[Path], hook: Hook | None = None) -> list[tuple[n
 CHUNK_SAMPLES = BLOCK_FRAMES * HOP_LENGTH
 
 
-def _chunk(data, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A random 8 s stretch of a random recording (drawn by length): samples and frame classes."""
-    lengths = np.array([len(c) for _, c in data], float)
-    wave, classes = data[int(rng.choice(len(data), p=lengths / lengths.sum()))]
+def _chunk(data, rng: np.random.Generator, recording: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """A random 8 s stretch of a recording (drawn by length, unless given): samples, frame classes, and
+    which recording it is."""
+    if recording is None:
+        lengths = np.array([len(c) for _, c in data], float)
+        recording = int(rng.choice(len(data), p=lengths / lengths.sum()))
+    wave, classes = data[recording]
     start = int(rng.integers(0, max(1, len(classes) - BLOCK_FRAMES)))
     x = np.zeros(CHUNK_SAMPLES, np.float32)
     y = np.zeros(BLOCK_FRAMES, np.int64)
@@ -138,31 +141,44 @@ def _chunk(data, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     x[: len(part)] = part
     lab = classes[start: start + BLOCK_FRAMES]
     y[: len(lab)] = lab
-    return x, y
+    return x, y, recording
 
 
-def _chunks(data, rng: np.random.Generator, n: int, mix: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
-    """n random 8 s chunks: (n, frames, mel) log-mels and (n, frames // 2) classes. With probability `mix`
-    a 1-5 s stretch of another recording is laid over a chunk (-6 to +6 dB against it) and the speaker
-    counts add up: simulated conversations overlap at turn starts only (2% of their frames), real
-    meetings far more (17.5% of the speaker time of the real dev clips)."""
+def _gate(first: int, frames: int) -> np.ndarray:
+    """1 over `frames` frames from `first`, 0 elsewhere, with 50 ms fades."""
+    gate = np.zeros(CHUNK_SAMPLES, np.float32)
+    span = gate[first * HOP_LENGTH: (first + frames) * HOP_LENGTH]
+    fade = np.hanning(1600).astype(np.float32)
+    span[:] = 1
+    span[:800], span[-800:] = fade[:800], fade[800:]
+    return gate
+
+
+def _chunks(data, rng: np.random.Generator, n: int, mix: float = 0.5, babble: float = 0.3
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """n random 8 s chunks: (n, frames, mel) log-mels and (n, frames // 2) classes.
+
+    Simulated conversations overlap at turn starts only (2% of their frames), real meetings far more
+    (17.5% of the speaker time of the real dev clips): with probability `mix` a 1-5 s stretch of the same
+    recording (its room and noise) is laid over the chunk at -3 to +3 dB and the speaker counts add up.
+    With probability `babble`, distant babble (six other recordings summed, 10-20 dB down) runs under the
+    chunk and counts as no one: a crowd in the background is not overlapped speech."""
     xs, ys = [], []
     for _ in range(n):
-        x, y = _chunk(data, rng)
+        x, y, recording = _chunk(data, rng)
+        level = np.sqrt(np.mean(x ** 2) + 1e-8)
         if rng.random() < mix:
-            other, counts = _chunk(data, rng)
+            other, counts, _ = _chunk(data, rng, recording)
             frames = int(rng.integers(100, 500))
             first = int(rng.integers(0, BLOCK_FRAMES - frames))
-            gate = np.zeros(CHUNK_SAMPLES, np.float32)
-            fade = np.hanning(2 * 800)  # 50 ms in and out
-            span = gate[first * HOP_LENGTH: (first + frames) * HOP_LENGTH]
-            span[:] = 1
-            span[:800], span[-800:] = fade[:800], fade[800:]
-            level = np.sqrt(np.mean(x ** 2) + 1e-8) / np.sqrt(np.mean(other ** 2) + 1e-8)
-            x = x + other * gate * level * 10 ** (rng.uniform(-6, 6) / 20)
+            gain = level / np.sqrt(np.mean(other ** 2) + 1e-8) * 10 ** (rng.uniform(-3, 3) / 20)
+            x = x + other * _gate(first, frames) * gain
             mixed = np.zeros(BLOCK_FRAMES, np.int64)
             mixed[first: first + frames] = counts[first: first + frames]
             y = np.minimum(y + mixed, 2)
+        if rng.random() < babble:
+            crowd = sum(_chunk(data, rng)[0] for _ in range(6))
+            x = x + crowd * level / np.sqrt(np.mean(crowd ** 2) + 1e-8) * 10 ** (-rng.uniform(10, 20) / 20)
         xs.append(x)
         ys.append(y[::STRIDE])
     mels = log_mel(torch.from_numpy(np.stack(xs)))[:, :BLOCK_FRAMES]

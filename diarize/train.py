@@ -17,8 +17,8 @@ import torch
 
 from .audio import log_mel
 from .augment import PRE_ROLL, SPAN, WINDOW_SAMPLES, load_acoustics
-from .distill import TEACHER_SAMPLES, Teacher, relational_loss, resemblyzer_weights
 from .data import BatchSampler, Dataset, build_cache, utterance_windows
+from .distill import TEACHER_SAMPLES, Teacher, relational_loss, resemblyzer_weights
 from .hparams import WINDOW_FRAMES
 from .loss import kl_hinge_loss
 from .validation import (HeldOut, calibrate_encoder, clips_set, evaluate_sets, rooms_set, speaker_set,
@@ -154,8 +154,7 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
     if val and val[0].recordings is None and len(set(val[0].speakers)) >= 5:
         held_out = val[0]
     else:
-        train_mels = build_cache(train_data, cache_dir, workers) if waves else train_cache
-        held_out = speaker_set("train", train_mels, CALIBRATION_UTTERANCES, max_speakers=CALIBRATION_SPEAKERS)
+        held_out = speaker_set("train", train_cache, CALIBRATION_UTTERANCES, max_speakers=CALIBRATION_SPEAKERS)
 
     step, best_eer, history = 0, float("inf"), []
     if resume:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .audio import load_audio, log_mel
-from .data import FeatureCache, build_cache, utterance_windows, Dataset
+from .data import Dataset, FeatureCache, build_cache, utterance_windows
 from .metrics import equal_error_rate, pair_scores
 
 PIECE_SECONDS = 1.2  # single-speaker pieces of a recording, as the pipeline's segments
@@ -43,8 +43,12 @@ def speaker_set(name: str, cache: FeatureCache, per_speaker: int, seed: int = 0,
                 max_speakers: int | None = None) -> HeldOut:
     """Up to `per_speaker` utterances per speaker (of at most `max_speakers`, drawn), as stacks of windows."""
     files = _chosen(cache, per_speaker, seed, max_speakers)
-    utts = [utterance_windows(np.asarray(cache.frames[cache.offsets[i]: cache.offsets[i] + cache.lengths[i]]))
-            for i in files]
+    utts = []
+    for i in files:
+        rows = np.asarray(cache.frames[cache.offsets[i]: cache.offsets[i] + cache.lengths[i]])
+        if rows.dtype == np.int16:  # a cache of samples (augmented training): their log-mels
+            rows = log_mel(rows.astype(np.float32) / 32768).numpy()
+        utts.append(utterance_windows(rows))
     return HeldOut(name, utts, [cache.speakers[i] for i in files])
 
 
