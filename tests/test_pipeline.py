@@ -434,3 +434,23 @@ def test_a_recording_whose_voices_lie_closer_together_is_merged_less_readily():
     assert all(for_recording(cal, x).min_silhouette == cal.min_silhouette for x in centred)
     assert for_recording(cal, centred[1][: ADAPT_SEGMENTS - 1]) == cal  # too few segments to read it on
     assert for_recording(Calibration(0.5, 0.7, 0.37), centred[1]).merge_similarity == 0.5  # not measured
+
+
+def overlapping(turns) -> float:
+    """Seconds where two speakers' turns overlap."""
+    return sum(max(0.0, min(a.end, b.end) - max(a.start, b.start))
+               for i, a in enumerate(turns) for b in turns[i + 1:] if a.speaker != b.speaker)
+
+
+def test_the_bundled_overlap_detector_adds_overlapping_turns_only_when_asked():
+    from diarize.overlap import load_detector
+
+    detector = load_detector()  # models/overlap/diarize-overlap.pt
+    assert 0 < detector.threshold < 1
+    model = load_model(device="cpu")
+    on = diarize(EXAMPLE, model, config=PipelineConfig(overlap=True), overlap_model=detector)
+    off = diarize(EXAMPLE, model, config=PipelineConfig(overlap=False))
+    assert overlapping(off.turns) == 0  # one speaker a frame
+    assert overlapping(on.turns) > 0
+    assert {(t.start, t.end, t.speaker) for t in off.turns} != {(t.start, t.end, t.speaker) for t in on.turns}
+    assert "overlap detection" in on.timings and "overlap detection" not in off.timings
