@@ -83,8 +83,8 @@ def split_speakers(data: Dataset, n_val: int, seed: int = 0) -> tuple[Dataset, D
     return train, val
 
 
-def _features(path: Path) -> np.ndarray | str:
-    """Trimmed log-mels of one file as float16, or the reason it could not be read."""
+def _read(path: Path) -> tuple[np.ndarray, np.ndarray, int, int] | str:
+    """(samples, log-mels, first and last frame within TRIM_DB of the loudest), or why it cannot be read."""
     try:
         wave = load_audio(path)
     except AudioError as e:
@@ -92,22 +92,26 @@ def _features(path: Path) -> np.ndarray | str:
     if len(wave) == 0:
         return f"{path}: no samples"
     feats = log_mel(wave).numpy()
-    first, last = _voiced_span(feats)
+    return wave, feats, *_voiced_span(feats)
+
+
+def _features(path: Path) -> np.ndarray | str:
+    """Trimmed log-mels of one file as float16, or the reason it could not be read."""
+    read = _read(path)
+    if isinstance(read, str):
+        return read
+    _, feats, first, last = read
     return feats[first: last + 1].astype(np.float16)
 
 
 def _samples(path: Path) -> np.ndarray | str:
     """The file's 16 kHz samples as int16, trimmed as _features trims its frames (the waveforms that
     augmentation works on), or the reason it could not be read."""
-    try:
-        wave = load_audio(path)
-    except AudioError as e:
-        return str(e)
-    if len(wave) == 0:
-        return f"{path}: no samples"
-    first, last = _voiced_span(log_mel(wave).numpy())
-    wave = wave[first * HOP_LENGTH: (last + 1) * HOP_LENGTH]
-    return (np.clip(wave, -1, 1) * 32767).astype(np.int16)
+    read = _read(path)
+    if isinstance(read, str):
+        return read
+    wave, _, first, last = read
+    return (np.clip(wave[first * HOP_LENGTH: (last + 1) * HOP_LENGTH], -1, 1) * 32767).astype(np.int16)
 
 
 def _voiced_span(feats: np.ndarray) -> tuple[int, int]:

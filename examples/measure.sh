@@ -14,8 +14,10 @@ score() {
   diarize evaluate "$1" "$2" --collar 0.25 --json "$2.collar025.json" --force
 }
 
-# encoder: EER, pair accuracy, ZHAW misclassification rate on the 63 dev speakers
-diarize validate ~/corpus/dev.tsv --model "$MODEL" --json "$OUT/validate.json" --force
+# encoder: EER, pair accuracy, ZHAW misclassification rate on the 63 dev speakers; EER on the held-out
+# speakers of the other sources, on the dev speakers in rooms under noise, and inside the real clips
+diarize validate ~/corpus/dev.tsv --model "$MODEL" --also ~/corpus/dev_x.tsv --rooms --clips "$SHARED/data/dev" \
+  ${NOISE_DIR:+--noise-dir "$NOISE_DIR"} --json "$OUT/validate.json" --force
 
 # diarization: the development suite (../shared/DATA.md), count estimated and told, for each back-end
 SUITE=${SUITE:-~/dev-suite}
@@ -23,6 +25,9 @@ for method in ahc hdbscan; do
   python "$(dirname "$0")/suite.py" "$SUITE" --model "$MODEL" --set-config cluster=$method \
     --cache "$OUT/embeddings" --json "$OUT/suite-$method.json"
 done
+# and with overlapped speech given a second speaker (the bundled detector)
+python "$(dirname "$0")/suite.py" "$SUITE" --model "$MODEL" --set-config overlap=1 \
+  --cache "$OUT/embeddings" --json "$OUT/suite-overlap.json"
 
 # one voice must come out as one speaker: six one-speaker recordings of dev speakers
 [ -d ~/dev_single ] || python "$(dirname "$0")/one_speaker.py" ~/corpus/dev.tsv ~/dev_single
@@ -57,4 +62,5 @@ done
 
 # speed and memory on this machine
 diarize benchmark --minutes 30 --json "$OUT/bench-30min.json" --force
+diarize benchmark --minutes 30 --overlap --json "$OUT/bench-30min-overlap.json" --force
 diarize benchmark --minutes 120 --json "$OUT/bench-120min.json" --force

@@ -84,6 +84,7 @@ def test_training_learns_to_tell_speakers_it_never_heard_apart(voices, tmp_path,
 
 RESUME_ENCODER = EncoderConfig(lstm_hidden=8, dense=(8,), n_outputs=8)  # dropout 0.2: its masks must replay
 RESUME_CONFIG = TrainConfig(steps=6, speakers_per_batch=4, windows_per_speaker=2, augment=True, val_every=100)
+WAVE_CONFIG = dataclasses.replace(RESUME_CONFIG, speed_perturb=True)  # speeds too: all drawn from (seed, step)
 
 
 def interrupt_at(step: int, how: str):
@@ -157,13 +158,16 @@ def test_a_second_ctrl_c_inside_a_step_saves_nothing_of_it_and_the_resume_matche
     assert log("run") == log("straight") and [r["step"] for r in log("run")] == [2, 4, 6]
 
 
-def test_a_resumed_run_keeps_its_own_settings_whatever_the_command_line_says(few_voices, tmp_path):
+@pytest.mark.parametrize("config", [RESUME_CONFIG, WAVE_CONFIG], ids=["augment", "augment+speed"])
+def test_a_resumed_run_keeps_its_own_settings_whatever_the_command_line_says(few_voices, tmp_path, config):
+    """Options given again on a resume (here: no augmentation at all) are ignored, and it ends with the
+    weights of the unbroken run."""
     data, cache = list_dataset(few_voices), tmp_path / "cache"
-    train(data, None, tmp_path / "straight", RESUME_ENCODER, RESUME_CONFIG, cache_dir=cache)
+    train(data, None, tmp_path / "straight", RESUME_ENCODER, config, cache_dir=cache)
     with pytest.raises(TrainingInterrupted):
-        train(data, None, tmp_path / "run", RESUME_ENCODER, RESUME_CONFIG, cache_dir=cache,
+        train(data, None, tmp_path / "run", RESUME_ENCODER, config, cache_dir=cache,
               hook=interrupt_at(3, "keyboard-interrupt"))
-    other = TrainConfig(steps=RESUME_CONFIG.steps, speakers_per_batch=3, windows_per_speaker=3, lr=0.1)
+    other = TrainConfig(steps=config.steps, speakers_per_batch=3, windows_per_speaker=3, lr=0.1)
     train(data, None, tmp_path / "run", RESUME_ENCODER, other, cache_dir=cache, resume=tmp_path / "run" / "last.pt")
     resumed = load_checkpoint(tmp_path / "run" / "last.pt")
     straight = load_checkpoint(tmp_path / "straight" / "last.pt")
@@ -284,22 +288,6 @@ def two_voice_recording(folder: Path, rng: np.random.Generator) -> None:
     sf.write(folder / "talk.wav", np.concatenate(turns), 16000)
     (folder / "talk.rttm").write_text("".join(f"SPEAKER talk 1 {2.0 * k:.3f} 2.000 <NA> <NA> s{k % 2} <NA> <NA>\n"
                                               for k in range(8)))
-
-
-WAVE_CONFIG = dataclasses.replace(RESUME_CONFIG, speed_perturb=True)
-
-
-def test_an_augmented_speed_perturbed_run_resumes_to_the_weights_of_an_uninterrupted_one(few_voices, tmp_path):
-    """Rooms, noise, channels and speeds are drawn from (seed, step): a resumed run hears the same batches."""
-    data, cache = list_dataset(few_voices), tmp_path / "cache"
-    train(data, None, tmp_path / "straight", RESUME_ENCODER, WAVE_CONFIG, cache_dir=cache)
-    with pytest.raises(TrainingInterrupted):
-        train(data, None, tmp_path / "run", RESUME_ENCODER, WAVE_CONFIG, cache_dir=cache,
-              hook=interrupt_at(3, "keyboard-interrupt"))
-    train(data, None, tmp_path / "run", RESUME_ENCODER, WAVE_CONFIG, cache_dir=cache,
-          resume=tmp_path / "run" / "last.pt")
-    assert_same_training_state(load_checkpoint(tmp_path / "run" / "last.pt"),
-                               load_checkpoint(tmp_path / "straight" / "last.pt"), 1e-7, 1e-6)
 
 
 def test_a_run_is_measured_on_each_held_out_set_and_keeps_the_best_mean(voices, few_voices, tmp_path):
