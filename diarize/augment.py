@@ -119,9 +119,9 @@ class Acoustics:
         y = x[rows]
         if self.rooms and rng.random() < p:
             room = self.rooms[rng.integers(len(self.rooms))]
-            for p in np.unique(positions % len(room)):
-                at = positions % len(room) == p
-                ir = room[p][: y.shape[1]]  # later taps reach no sample of the window
+            for position in np.unique(positions % len(room)):
+                at = positions % len(room) == position
+                ir = room[position][: y.shape[1]]  # later taps reach no sample of the window
                 y[at] = fftconvolve(y[at], ir[None, :], axes=1)[:, : y.shape[1]]
         if rng.random() < p:
             kinds = ["coloured"] + ["recorded"] * bool(self.noises) + ["babble"] * babble

@@ -97,3 +97,12 @@ def test_the_teacher_reads_weights_in_resemblyzers_layout_and_embeds_waves(tmp_p
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     with pytest.raises(ValueError, match="pip install resemblyzer"):
         resemblyzer_weights()
+
+
+def test_a_rendering_always_has_its_room_and_its_noise(acoustics):
+    """Rendered for validation, every recording is in a room and under noise: none comes out dry or clean."""
+    t = np.arange(SR // 2) / SR
+    tone = np.concatenate([np.sin(2 * np.pi * 200 * t), np.zeros(3 * SR)]).astype(np.float32)  # then 3 s silent
+    for seed in range(12):
+        out = acoustics.render(tone, np.random.default_rng(seed))
+        assert np.abs(out[-SR // 2:]).max() > 1e-4  # noise where it was silent (reverberation ends within 1 s)
