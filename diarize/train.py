@@ -131,6 +131,9 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
         saved = {k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["train_config"].items()}
         config = dataclasses.replace(TrainConfig(**saved), steps=config.steps)
     waves = config.augment or config.speed_perturb  # both work on the waveform
+    if config.distill and (world > 1 or not waves):  # said before any audio is read
+        raise ValueError("distillation needs --augment or --speed-perturb (the teacher hears waveforms), "
+                         "and one process")
     train_cache = build_cache(train_data, cache_dir, workers, hook if rank == 0 else None,
                               kind="wave" if waves else "mel")
     # the teacher hears 1.6 s ending with the window: on 0.4 s alone its similarities are near chance
@@ -138,9 +141,6 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
     sampler = (BatchSampler(train_cache, span, WINDOW_SAMPLES, SPEEDS if config.speed_perturb else (1.0,))
                if waves else BatchSampler(train_cache))
     teacher = Teacher(resemblyzer_weights()) if config.distill else None
-    if config.distill and (world > 1 or not waves):
-        raise ValueError("distillation needs --augment or --speed-perturb (the teacher hears waveforms), "
-                         "and one process")
     acoustics = (load_acoustics([Path(d) for d in config.rir_dirs], [Path(d) for d in config.noise_dirs], config.seed)
                  if config.augment else None)
     hook("data", speakers=len(sampler.speakers), files=len(train_cache.speakers),
