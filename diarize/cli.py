@@ -749,9 +749,10 @@ def validate(
     out = Console()
     out.print(f"EER {100 * figures['eer']:.2f}% over {figures['utterances']} utterances of "
               f"{figures['speakers']} speakers; pair accuracy {figures['pair_accuracy']:.3f}")
-    for name in [k[4:] for k in figures if k.startswith("eer_") and k not in ("eer_val", "eer_mean")]:
-        out.print(f"EER {100 * figures['eer_' + name]:.2f}% on {name}")
-    if "eer_mean" in figures and len([k for k in figures if k.startswith("eer_")]) > 2:
+    further = {k[4:]: v for k, v in figures.items() if k.startswith("eer_") and k not in ("eer_val", "eer_mean")}
+    for name, eer in further.items():
+        out.print(f"EER {100 * eer:.2f}% on {name}")
+    if further:
         out.print(f"mean EER {100 * figures['eer_mean']:.2f}%")
     if "mr" in figures:
         out.print(f"ZHAW misclassification rate {100 * figures['mr']:.1f}% on {figures['mr_speakers']} speakers "

@@ -127,12 +127,8 @@ def conversations(folders: list[Path], hook: Hook | None = None) -> list[tuple[n
 CHUNK_SAMPLES = BLOCK_FRAMES * HOP_LENGTH
 
 
-def _chunk(data, rng: np.random.Generator, recording: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
-    """A random 8 s stretch of a recording (drawn by length, unless given): samples, frame classes, and
-    which recording it is."""
-    if recording is None:
-        lengths = np.array([len(c) for _, c in data], float)
-        recording = int(rng.choice(len(data), p=lengths / lengths.sum()))
+def _chunk(data, rng: np.random.Generator, recording: int) -> tuple[np.ndarray, np.ndarray]:
+    """A random 8 s stretch of one recording: samples and frame classes."""
     wave, classes = data[recording]
     start = int(rng.integers(0, max(1, len(classes) - BLOCK_FRAMES)))
     x = np.zeros(CHUNK_SAMPLES, np.float32)
@@ -141,7 +137,7 @@ def _chunk(data, rng: np.random.Generator, recording: int | None = None) -> tupl
     x[: len(part)] = part
     lab = classes[start: start + BLOCK_FRAMES]
     y[: len(lab)] = lab
-    return x, y, recording
+    return x, y
 
 
 def _gate(first: int, frames: int) -> np.ndarray:
@@ -163,12 +159,15 @@ def _chunks(data, rng: np.random.Generator, n: int, mix: float = 0.5, babble: fl
     recording (its room and noise) is laid over the chunk at -3 to +3 dB and the speaker counts add up.
     With probability `babble`, distant babble (six other recordings summed, 10-20 dB down) runs under the
     chunk and counts as no one: a crowd in the background is not overlapped speech."""
+    lengths = np.array([len(c) for _, c in data], float)
+    draw = lambda: int(rng.choice(len(data), p=lengths / lengths.sum()))  # recordings by length
     xs, ys = [], []
     for _ in range(n):
-        x, y, recording = _chunk(data, rng)
+        recording = draw()
+        x, y = _chunk(data, rng, recording)
         level = np.sqrt(np.mean(x ** 2) + 1e-8)
         if rng.random() < mix:
-            other, counts, _ = _chunk(data, rng, recording)
+            other, counts = _chunk(data, rng, recording)
             frames = int(rng.integers(100, 500))
             first = int(rng.integers(0, BLOCK_FRAMES - frames))
             gain = level / np.sqrt(np.mean(other ** 2) + 1e-8) * 10 ** (rng.uniform(-3, 3) / 20)
@@ -177,7 +176,7 @@ def _chunks(data, rng: np.random.Generator, n: int, mix: float = 0.5, babble: fl
             mixed[first: first + frames] = counts[first: first + frames]
             y = np.minimum(y + mixed, 2)
         if rng.random() < babble:
-            crowd = sum(_chunk(data, rng)[0] for _ in range(6))
+            crowd = sum(_chunk(data, rng, draw())[0] for _ in range(6))
             x = x + crowd * level / np.sqrt(np.mean(crowd ** 2) + 1e-8) * 10 ** (-rng.uniform(10, 20) / 20)
         xs.append(x)
         ys.append(y[::STRIDE])
@@ -186,8 +185,8 @@ def _chunks(data, rng: np.random.Generator, n: int, mix: float = 0.5, babble: fl
 
 
 def detection_figures(detector: OverlapDetector, data) -> dict[str, float]:
-    """Frame-level figures over whole recordings: overlap precision and recall at each threshold, the
-    threshold of best F1 and its figures, and speech (one or more speakers) accuracy."""
+    """Frame-level overlap figures over whole recordings: the threshold (0.1-0.9) of best F1, its F1,
+    precision and recall, and the share of overlapped frames."""
     probs, truth = [], []
     for wave, classes in data:
         p = detector.overlap_probability(log_mel(wave.astype(np.float32) / 32768))[: len(classes)]

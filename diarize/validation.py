@@ -146,7 +146,7 @@ def set_eer(encoder, held: HeldOut, device: torch.device) -> dict[str, float]:
 def evaluate_sets(encoder, sets: list[HeldOut], device: torch.device) -> dict[str, float]:
     """The first set's figures, each set's EER as eer_<name>, and `eer`: the mean over the sets (what
     checkpoints are chosen by)."""
-    figures = {name: set_eer(encoder, held, device) for name, held in ((h.name, h) for h in sets)}
+    figures = {held.name: set_eer(encoder, held, device) for held in sets}
     out = dict(figures[sets[0].name])
     out.update({f"eer_{name}": f["eer"] for name, f in figures.items()})
     out["eer"] = float(np.mean([f["eer"] for f in figures.values()]))
