@@ -167,9 +167,9 @@ def _mel_centres() -> np.ndarray:
     return librosa.mel_frequencies(N_MELS + 2, fmin=FMIN, fmax=FMAX)[1:-1]
 
 
-def load_acoustics(rir_dirs: list[Path], noise_dirs: list[Path], seed: int = 0) -> Acoustics:
+def load_acoustics(rir_dirs: list[Path], noise_dirs: list[Path], seed: int = 0, p_clean: float = 0.15) -> Acoustics:
     """Acoustics, with unreadable files reported as one ValueError."""
     try:
-        return Acoustics(rir_dirs, noise_dirs, seed=seed)
+        return Acoustics(rir_dirs, noise_dirs, seed=seed, p_clean=p_clean)
     except AudioError as e:
         raise ValueError(str(e)) from None
