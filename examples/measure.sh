@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Reproduce the accuracy and speed figures of README.md and models/README.md.
 # Needs the corpus, the dev conversations and the development suite of ../shared/DATA.md (~/corpus,
-# ~/dev_conv, ~/dev-suite or SUITE=...). Usage: bash examples/measure.sh [MODEL] [OUT]
+# ~/dev_conv, ~/dev-suite or SUITE=...); NOISE_DIR: the training noises, NOISE_FILE: one of them for the noisy
+# one-speaker recordings (default: speechbrain's tests/samples/noise/noise1.wav within NOISE_DIR).
+# Usage: NOISE_DIR=... bash examples/measure.sh [MODEL] [OUT]
 set -euo pipefail
 MODEL=${1:-diarize-blstm}
 OUT=${2:-runs/measure}
@@ -20,17 +22,23 @@ diarize validate ~/corpus/dev.tsv --model "$MODEL" --also ~/corpus/dev_x.tsv --r
   ${NOISE_DIR:+--noise-dir "$NOISE_DIR"} --json "$OUT/validate.json" --force
 
 # diarization: the development suite (../shared/DATA.md), count estimated and told, for each back-end
+# with one-speaker recordings of dev speakers, clean, in white noise at 10 dB and in a recorded noise at 5 dB
+# SNR (one of the training noises of ../shared/DATA.md), which must come out as one speaker
 SUITE=${SUITE:-~/dev-suite}
+[ -d ~/dev_single ] || python "$(dirname "$0")/one_speaker.py" ~/corpus/dev.tsv ~/dev_single
+[ -d ~/dev_single_white10 ] || python "$(dirname "$0")/one_speaker.py" ~/corpus/dev.tsv ~/dev_single_white10 --snr 10
+[ -d ~/dev_single_noise5 ] || python "$(dirname "$0")/one_speaker.py" ~/corpus/dev.tsv ~/dev_single_noise5 --snr 5 \
+  --noise "${NOISE_FILE:-${NOISE_DIR:?set NOISE_DIR to the training noises}/noise1.wav}"
 for method in ahc hdbscan; do
   python "$(dirname "$0")/suite.py" "$SUITE" --model "$MODEL" --set-config cluster=$method \
-    --cache "$OUT/embeddings" --json "$OUT/suite-$method.json"
+    --cache "$OUT/embeddings" --json "$OUT/suite-$method.json" \
+    --one-speaker ~/dev_single ~/dev_single_white10 ~/dev_single_noise5
 done
 # and with overlapped speech given a second speaker (the bundled detector)
 python "$(dirname "$0")/suite.py" "$SUITE" --model "$MODEL" --set-config overlap=1 \
   --cache "$OUT/embeddings" --json "$OUT/suite-overlap.json"
 
-# one voice must come out as one speaker: six one-speaker recordings of dev speakers
-[ -d ~/dev_single ] || python "$(dirname "$0")/one_speaker.py" ~/corpus/dev.tsv ~/dev_single
+# one voice must come out as one speaker, through the command line too
 diarize cluster ~/dev_single --model "$MODEL" --out-dir "$OUT/single" --force --quiet
 for f in "$OUT"/single/*.rttm; do
   echo "$(basename "$f"): $(awk '{print $8}' "$f" | sort -u | wc -l) speaker(s)"

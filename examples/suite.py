@@ -2,7 +2,10 @@
 estimated and told, and print DER per set at collar 0 and 0.25 s (overlap scored) with the exact counts.
 
     python examples/suite.py ~/dev-suite [--model M] [--overlap-model D] [--cache DIR] [--json OUT.json]
-        [--set-config cluster=hdbscan overlap=0]
+        [--set-config cluster=hdbscan overlap=0] [--one-speaker DIR ...]
+
+`--one-speaker` folders hold one-speaker recordings (examples/one_speaker.py, clean and under noise): how many
+come out as one speaker is printed too, since a count rule that splits one voice is no better for a lower DER.
 
 Window embeddings and speech probabilities are cached per model and file (`--cache`), and overlap
 probabilities per detector and file, so comparing clustering settings re-runs only the steps after them.
@@ -102,6 +105,18 @@ def run_set(folder: Path, encoder, model_path: Path, config: PipelineConfig, cac
     return out
 
 
+def one_speaker_counts(folders: list[Path], encoder, model_path: Path, config: PipelineConfig,
+                       cache: Path | None) -> dict[str, int]:
+    """Speakers found in each recording of the folders (count estimated)."""
+    found = {}
+    for folder in folders:
+        for audio in sorted([*folder.glob("*.flac"), *folder.glob("*.wav")]):
+            windows = cached_windows(audio, encoder, model_path, config, cache)
+            found[f"{folder.name}/{audio.stem}"] = len(diarize_windows(
+                windows, audio.stem, config=config, calibration=encoder.calibration).speakers)
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("suite", type=Path, help="folder holding dev_ocean, dev_cross, dev_room, dev_real")
@@ -111,6 +126,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     parser.add_argument("--overlap-model", type=Path, default=None,
                         help="overlap detector (default: the bundled one, when overlap is on)")
+    parser.add_argument("--one-speaker", nargs="*", type=Path, default=[], metavar="DIR",
+                        help="folders of one-speaker recordings: count those found as one speaker")
     parser.add_argument("--set-config", nargs="*", default=[], metavar="FIELD=VALUE",
                         help="PipelineConfig fields, e.g. cluster=ahc")
     args = parser.parse_args()
@@ -146,9 +163,14 @@ def main() -> None:
     files = sum(results[s]["files"] for s in results)
     print(f"{'mean':10} {files:5d} {100 * mean['estimated']:7.1f}% {'':17} {'':6} {exact:>2}/{files:<3} "
           f"{100 * mean['told']:8.1f}%")
+    single = one_speaker_counts(args.one_speaker, encoder, model_path, config, args.cache)
+    if single:
+        split = {name: k for name, k in single.items() if k != 1}
+        print(f"one-speaker recordings: {len(single) - len(split)} of {len(single)} found as one speaker"
+              + (f" (not: {', '.join(f'{n} {k}' for n, k in split.items())})" if split else ""))
     if args.json:
-        args.json.write_text(json.dumps({"config": dataclasses.asdict(config), "sets": results, "mean": mean},
-                                        indent=1))
+        args.json.write_text(json.dumps({"config": dataclasses.asdict(config), "sets": results, "mean": mean,
+                                         "one_speaker": single}, indent=1))
 
 
 if __name__ == "__main__":
