@@ -192,7 +192,17 @@ def _on_sample(x: np.ndarray, size: int, seed: int, cluster: Callable[[np.ndarra
 
 
 def assign_to_nearest(x: np.ndarray, labels: np.ndarray, min_size: int = 1) -> np.ndarray:
-    """Give noise points (-1) and members of clusters under `min_size` the nearest kept centroid."""
+    """Give noise points (-1) and members of clusters under `min_size` the nearest kept centroid. When no
+    cluster has `min_size` members, the smallest joins its nearest, and again, until one has (or one is left)."""
+    labels = labels.copy()
+    while True:
+        names, sizes = np.unique(labels[labels >= 0], return_counts=True)
+        if len(names) <= 1 or sizes.max() >= min_size:
+            break
+        small = names[np.argmin(sizes)]
+        others = names[names != small]
+        means = centroids(x, labels, others)
+        labels[labels == small] = others[np.argmax(means @ centroids(x, labels, [small])[0])]
     kept = [c for c in np.unique(labels) if c >= 0 and (labels == c).sum() >= min_size]
     if not kept:
         kept = [c for c in np.unique(labels) if c >= 0]

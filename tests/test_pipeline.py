@@ -143,6 +143,19 @@ def test_a_long_recording_of_repeated_phrases_is_not_one_speaker_per_phrase(monk
     assert len(set(cluster_embeddings(x, method="hdbscan", min_cluster_size=5, calibration=CAL))) > 3
 
 
+def test_a_speaker_needs_the_minimum_size_even_when_every_cluster_is_smaller():
+    """Seven small groups of 2-4 segments (one voice whose pieces drift apart, as a noisy recording's do):
+    none holds the 5 segments a speaker needs, so they join, smallest first, rather than all standing."""
+    from diarize.cluster import assign_to_nearest
+
+    x, truth = blobs([4, 3, 3, 2, 3, 2, 3], spread=0.3, seed=2)
+    labels = assign_to_nearest(x, truth, min_size=5)
+    assert np.bincount(labels).min() >= 5 and len(set(labels)) < 7
+    assert len(set(assign_to_nearest(x, truth, min_size=21))) == 1  # no group can reach the size: one
+    kept = assign_to_nearest(x, truth, min_size=3)  # where some groups are that large, as before: they stay
+    assert len(set(kept)) == 5 and all(len(set(kept[truth == g])) == 1 for g in range(7) if (truth == g).sum() >= 3)
+
+
 def test_two_tight_clusters_of_one_voice_are_one_speaker():
     """A voice whose segments form two tight, well-separated clusters (a clip said over and over):
     the split is clear, but centroids at cosine 0.83 are one voice."""
