@@ -11,6 +11,7 @@ import torch
 from .audio import load_audio, log_mel
 from .data import Dataset, FeatureCache, build_cache, utterance_windows
 from .metrics import equal_error_rate, pair_scores
+from .writers import read_rttm
 
 PIECE_SECONDS = 1.2  # single-speaker pieces of a recording, as the pipeline's segments
 ROOMS_SEED = 7919  # the rendering of a set in rooms is fixed: every run and checkpoint is measured on the same
@@ -79,12 +80,11 @@ def clips_set(name: str, folder: Path) -> HeldOut:
             continue
         wave = load_audio(audio)
         frames = len(wave) // 160
-        turns = [(float(f[3]), float(f[4]), f[7]) for f in (line.split() for line in rttm.read_text().splitlines())
-                 if len(f) > 7 and f[0] == "SPEAKER"]
-        names = sorted({t[2] for t in turns})
+        turns = [t for file_turns in read_rttm(rttm).values() for t in file_turns]
+        names = sorted({t.speaker for t in turns})
         active = np.zeros((len(names), frames), bool)
-        for start, dur, spk in turns:
-            active[names.index(spk), int(start * 100): int((start + dur) * 100)] = True
+        for t in turns:
+            active[names.index(t.speaker), int(t.start * 100): int(t.end * 100)] = True
         single, who = active.sum(axis=0) == 1, active.argmax(axis=0)
         step, t = int(PIECE_SECONDS * 100), 0
         while t < frames:
