@@ -6,7 +6,7 @@ from typing import Callable
 
 import numpy as np
 
-from .calibration import Calibration
+from .calibration import Calibration, normalise
 
 MIN_CLUSTER_SHARE = 0.02  # a speaker holds at least this share of the segments (and `min_cluster_size`)
 MAX_POINTS = 2000  # above this many segments, cluster a seeded sample and assign the rest to its centroids
@@ -195,14 +195,20 @@ def assign_to_nearest(x: np.ndarray, labels: np.ndarray, min_size: int = 1) -> n
     """Give noise points (-1) and members of clusters under `min_size` the nearest kept centroid. When no
     cluster has `min_size` members, the smallest joins its nearest, and again, until one has (or one is left)."""
     labels = labels.copy()
-    while True:
-        names, sizes = np.unique(labels[labels >= 0], return_counts=True)
-        if len(names) <= 1 or sizes.max() >= min_size:
-            break
-        small = names[np.argmin(sizes)]
-        others = names[names != small]
-        means = centroids(x, labels, others)
-        labels[labels == small] = others[np.argmax(means @ centroids(x, labels, [small])[0])]
+    names, sizes = np.unique(labels[labels >= 0], return_counts=True)
+    if len(names) > 1 and sizes.max() < min_size:
+        sums = np.stack([x[labels == c].sum(axis=0) for c in names])  # kept up to date as groups join
+        into = np.arange(len(names))  # the group each one has joined (itself while it stands)
+        alive = np.ones(len(names), bool)
+        while alive.sum() > 1 and sizes[alive].max() < min_size:
+            small = np.flatnonzero(alive)[np.argmin(sizes[alive])]
+            alive[small] = False
+            others = np.flatnonzero(alive)
+            target = others[np.argmax(normalise(sums[others]) @ sums[small])]
+            sums[target] += sums[small]
+            sizes[target] += sizes[small]
+            into[into == small] = target
+        labels = np.where(labels >= 0, names[into[np.searchsorted(names, labels.clip(min=names[0]))]], labels)
     kept = [c for c in np.unique(labels) if c >= 0 and (labels == c).sum() >= min_size]
     if not kept:
         kept = [c for c in np.unique(labels) if c >= 0]
