@@ -74,15 +74,17 @@ class Acoustics:
 
     Rooms: `rooms` simulated ones (4 talker positions each) and one per impulse-response file of
     `rir_dirs`. Noises: the recordings of `noise_dirs`, coloured noise, and babble (other windows of the
-    batch); at `snr` dB (a range) below the speech. A condition is clean with probability `p_clean`.
+    batch); at `snr` dB (a range) below the speech. A condition is clean with probability `p_clean`. A share
+    `p_edge` of the windows are cut at an utterance's edge (see `batch`).
     """
 
     def __init__(self, rir_dirs: list[Path] = (), noise_dirs: list[Path] = (), rooms: int = 64,
-                 seed: int = 0, snr: tuple[float, float] = (0.0, 20.0), p_clean: float = 0.15):
+                 seed: int = 0, snr: tuple[float, float] = (0.0, 20.0), p_clean: float = 0.15,
+                 p_edge: float = 0.0):
         self.rooms = list(simulated_rooms(rooms, 4, seed)) if rooms else []
         self.rooms += [(_unit(load_audio(f)),) for f in _audio_files(list(rir_dirs))]
         self.noises = [w for w in (load_audio(f) for f in _audio_files(list(noise_dirs))) if len(w) >= N_FFT]
-        self.snr, self.p_clean = snr, p_clean
+        self.snr, self.p_clean, self.p_edge = snr, p_clean, p_edge
         self._centres = _mel_centres()
 
     def batch(self, waves: torch.Tensor, n_windows: int, rng: np.random.Generator,
@@ -95,6 +97,15 @@ class Acoustics:
         slot = np.arange(n) // n_windows
         cond = (slot + np.arange(n) % n_windows) % conditions
         gains = np.zeros((n, N_MELS))
+        if self.p_edge:
+            # windows at an utterance's start or end hold some silence, in the room and noise like the rest:
+            # the pipeline embeds such windows at every pause, the trimmed training clips hold none
+            for row in np.flatnonzero(rng.random(n) < self.p_edge):
+                cut = int(rng.uniform(0.1, 0.5) * WINDOW_SAMPLES)
+                if rng.random() < 0.5:
+                    x[row, : PRE_ROLL + cut] = 0.0
+                else:
+                    x[row, -cut:] = 0.0
         for c in range(conditions):
             rows = np.flatnonzero(cond == c)
             if rng.random() < self.p_clean:
@@ -167,9 +178,10 @@ def _mel_centres() -> np.ndarray:
     return librosa.mel_frequencies(N_MELS + 2, fmin=FMIN, fmax=FMAX)[1:-1]
 
 
-def load_acoustics(rir_dirs: list[Path], noise_dirs: list[Path], seed: int = 0, p_clean: float = 0.15) -> Acoustics:
+def load_acoustics(rir_dirs: list[Path], noise_dirs: list[Path], seed: int = 0, p_clean: float = 0.15,
+                   p_edge: float = 0.0) -> Acoustics:
     """Acoustics, with unreadable files reported as one ValueError."""
     try:
-        return Acoustics(rir_dirs, noise_dirs, seed=seed, p_clean=p_clean)
+        return Acoustics(rir_dirs, noise_dirs, seed=seed, p_clean=p_clean, p_edge=p_edge)
     except AudioError as e:
         raise ValueError(str(e)) from None

@@ -59,7 +59,7 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when presen
 # train's options that a run keeps for good: a resume reads them from its checkpoint, --init the architecture
 ARCHITECTURE_OPTIONS = ("lstm_hidden", "dense", "outputs", "dropout", "embedding_layer")
 RUN_OPTIONS = ARCHITECTURE_OPTIONS + ("speakers_per_batch", "windows_per_speaker", "lr", "margin", "augment",
-                                      "augment_clean", "speed_perturb", "distill", "val_every", "seed",
+                                      "augment_clean", "augment_edges", "speed_perturb", "distill", "val_every", "seed",
                                       "val_speakers")
 AlsoOpt = Annotated[Optional[list[Path]], typer.Option(
     "--also", help="A further held-out set (folder or manifest), measured on its own (repeatable).")]
@@ -104,6 +104,8 @@ def train(
                                                "and gains; a batch's speakers share rooms.")] = False,
     augment_clean: Annotated[float, typer.Option(min=0.0, max=1.0, help="With --augment: the share of a batch's "
                                                  "conditions left clean.")] = 0.15,
+    augment_edges: Annotated[float, typer.Option(min=0.0, max=1.0, help="With --augment: the share of windows "
+                                                 "cut at an utterance's start or end (10-50% silence).")] = 0.0,
     speed_perturb: Annotated[bool, typer.Option("--speed-perturb/--no-speed-perturb",
                                                 help="Every speaker also at 0.9x and 1.1x speed, as two "
                                                      "more speakers.")] = False,
@@ -163,7 +165,8 @@ def train(
         typed = dict(lstm_hidden=lstm_hidden, dense=[dense], outputs=outputs, dropout=dropout,
                      embedding_layer=embedding_layer, speakers_per_batch=speakers_per_batch,
                      windows_per_speaker=windows_per_speaker, lr=lr, margin=margin, augment=augment,
-                     augment_clean=augment_clean, speed_perturb=speed_perturb, distill=distill, val_every=val_every,
+                     augment_clean=augment_clean, augment_edges=augment_edges, speed_perturb=speed_perturb,
+                     distill=distill, val_every=val_every,
                      seed=seed, val_speakers=val_speakers)
         changed = [n for n in given(*RUN_OPTIONS) if n in run and typed[n] != run[n]]
         if changed:
@@ -191,8 +194,8 @@ def train(
                                 embedding_layer=embedding_layer)
         cfg = TrainConfig(steps=steps, speakers_per_batch=speakers_per_batch,
                           windows_per_speaker=windows_per_speaker, lr=lr, margin=margin, augment=augment,
-                          augment_clean=augment_clean, speed_perturb=speed_perturb, distill=distill,
-                          rir_dirs=tuple(map(str, rir_dir or ())),
+                          augment_clean=augment_clean, augment_edges=augment_edges, speed_perturb=speed_perturb,
+                          distill=distill, rir_dirs=tuple(map(str, rir_dir or ())),
                           noise_dirs=tuple(map(str, noise_dir or ())),
                           seed=seed, val_every=val_every, val_speakers=val_speakers if val_data else 0)
         more_val = named_sets(also or [])

@@ -38,6 +38,7 @@ class TrainConfig:
     margin: float = 2.0  # hinge margin on KL for different-speaker pairs
     augment: bool = False  # put the speech in rooms, noise and channels (augment.Acoustics)
     augment_clean: float = 0.15  # with augment: share of a batch's conditions left clean (augment.Acoustics)
+    augment_edges: float = 0.0  # with augment: share of windows cut at an utterance's edge (augment.Acoustics)
     speed_perturb: bool = False  # every speaker also at 0.9x and 1.1x speed, as two new speakers
     rir_dirs: tuple[str, ...] = ()  # impulse responses (beside simulated rooms) and noises to augment with
     noise_dirs: tuple[str, ...] = ()
@@ -143,7 +144,7 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
                if waves else BatchSampler(train_cache))
     teacher = Teacher(resemblyzer_weights()) if config.distill else None
     acoustics = (load_acoustics([Path(d) for d in config.rir_dirs], [Path(d) for d in config.noise_dirs], config.seed,
-                                  config.augment_clean) if config.augment else None)
+                                  config.augment_clean, config.augment_edges) if config.augment else None)
     hook("data", speakers=len(sampler.speakers), files=len(train_cache.speakers),
          skipped=train_cache.skipped, dropped=sampler.dropped)
     if len(sampler.speakers) < 2:

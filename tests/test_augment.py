@@ -106,3 +106,19 @@ def test_a_rendering_always_has_its_room_and_its_noise(acoustics):
     for seed in range(12):
         out = acoustics.render(tone, np.random.default_rng(seed))
         assert np.abs(out[-SR // 2:]).max() > 1e-4  # noise where it was silent (reverberation ends within 1 s)
+
+
+def test_edge_windows_hold_silence_at_one_end_and_speech_at_the_other():
+    """With p_edge 1 and no room or noise, every window is cut at an utterance's start or end: 10-50% of it
+    silent at one end (and the pre-roll too when the speech starts inside the window), the rest untouched."""
+    edges = Acoustics(rooms=0, p_clean=1.0, p_edge=1.0)
+    waves = torch.from_numpy(speech_like(32, np.random.default_rng(1))) + 0.1  # no sample is zero by chance
+    _, heard = edges.batch(waves, n_windows=4, rng=np.random.default_rng(0))
+    window = heard[:, -WINDOW_SAMPLES:]
+    silent = (window == 0).float().mean(dim=1)
+    assert ((silent >= 0.1 - 1e-3) & (silent <= 0.5 + 1e-3)).all()
+    starts = (window[:, 0] == 0).sum().item()
+    assert 0 < starts < 32  # cut at the start in some windows, at the end in the others
+    kept = window != 0
+    assert torch.equal(window[kept], waves[:, -WINDOW_SAMPLES:].float()[kept])
+    assert Acoustics(rooms=0, p_clean=1.0).p_edge == 0.0  # off unless asked

@@ -314,11 +314,12 @@ def test_validate_reports_each_further_set_and_their_mean(diarize, succeeds, voi
         assert line in result.stdout
 
 
-def test_the_clean_share_of_augmentation_is_kept_with_the_run_and_bounded(diarize, succeeds, few_voices, tmp_path):
+def test_the_clean_and_edge_shares_of_augmentation_are_kept_with_the_run_and_bounded(diarize, succeeds, few_voices, tmp_path):
     succeeds(diarize("train", few_voices, "--out", tmp_path / "run", "--steps", "1", "--augment",
-                     "--augment-clean", "0.6", *TINY_CLI))
+                     "--augment-clean", "0.6", "--augment-edges", "0.3", *TINY_CLI))
     ckpt = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=False)
     assert ckpt["train_config"]["augment"] and ckpt["train_config"]["augment_clean"] == 0.6
+    assert ckpt["train_config"]["augment_edges"] == 0.3
     result = diarize("train", few_voices, "--out", tmp_path / "other", "--steps", "1", "--augment",
                      "--augment-clean", "1.5", *TINY_CLI)
     assert result.exit_code == 2 and "--augment-clean" in result.output  # a usage error, before any work
