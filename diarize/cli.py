@@ -59,8 +59,8 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when presen
 # train's options that a run keeps for good: a resume reads them from its checkpoint, --init the architecture
 ARCHITECTURE_OPTIONS = ("lstm_hidden", "dense", "outputs", "dropout", "embedding_layer")
 RUN_OPTIONS = ARCHITECTURE_OPTIONS + ("speakers_per_batch", "windows_per_speaker", "lr", "margin", "augment",
-                                      "augment_clean", "augment_edges", "speed_perturb", "distill", "val_every", "seed",
-                                      "val_speakers")
+                                      "augment_clean", "augment_edges", "speed_perturb", "distill", "val_every",
+                                      "seed", "val_speakers")
 AlsoOpt = Annotated[Optional[list[Path]], typer.Option(
     "--also", help="A further held-out set (folder or manifest), measured on its own (repeatable).")]
 RoomsOpt = Annotated[bool, typer.Option(help="Also measure the held-out speakers in simulated rooms under "
@@ -166,8 +166,7 @@ def train(
                      embedding_layer=embedding_layer, speakers_per_batch=speakers_per_batch,
                      windows_per_speaker=windows_per_speaker, lr=lr, margin=margin, augment=augment,
                      augment_clean=augment_clean, augment_edges=augment_edges, speed_perturb=speed_perturb,
-                     distill=distill, val_every=val_every,
-                     seed=seed, val_speakers=val_speakers)
+                     distill=distill, val_every=val_every, seed=seed, val_speakers=val_speakers)
         changed = [n for n in given(*RUN_OPTIONS) if n in run and typed[n] != run[n]]
         if changed:
             warn(f"ignored on --resume, the run keeps its own: {flags(changed)}")
