@@ -80,13 +80,15 @@ class SpeakerEncoder(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """L2-normalised embedding from the inner layer chosen in the config (never the softmax)."""
-        return self.forward_and_embed(x)[1]
+        return self._embedding(*self.hidden(x))
 
     def forward_and_embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probabilities and embeddings of one pass (training with a term on the embeddings too)."""
         pooled, dense = self.hidden(x)
-        e = pooled if self.config.embedding_layer == "blstm2" else dense
-        return torch.log_softmax(self.classifier(dense), dim=-1), nn.functional.normalize(e, dim=-1)
+        return torch.log_softmax(self.classifier(dense), dim=-1), self._embedding(pooled, dense)
+
+    def _embedding(self, pooled: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(pooled if self.config.embedding_layer == "blstm2" else dense, dim=-1)
 
 
 def symmetric_kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
