@@ -244,9 +244,10 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
             if step % 50 == 0 and rank == 0:
                 log({"step": step, "loss": running, **stats, "seconds": time.time() - started})
             if due:
-                metrics = evaluate_sets(encoder, val, device) if val else {}
+                embedded = {}  # this round's window embeddings: the validation set is embedded once
+                metrics = evaluate_sets(encoder, val, device, embedded) if val else {}
                 try:
-                    calibration = calibrate_encoder(encoder, held_out, device).as_dict()
+                    calibration = calibrate_encoder(encoder, held_out, device, embedded).as_dict()
                 except ValueError as e:  # too few speakers: the count must be told, or calibrated later
                     calibration = None
                     hook("warning", message=f"no speaker-count calibration: {e}")
@@ -291,11 +292,12 @@ def validate(encoder: SpeakerEncoder, data: Dataset, cache_dir: str | Path, devi
 
     hook = hook or (lambda *a, **k: None)
     sets = held_out_sets(data, Path(cache_dir), per_speaker, more, rooms, clips, noise_dirs, workers, hook)
-    figures = evaluate_sets(encoder, sets, device)
+    embedded = {}
+    figures = evaluate_sets(encoder, sets, device, embedded)
     figures["eer_mean"] = figures["eer"]
     figures["eer"] = figures["eer_val"]
     try:
-        figures["calibration"] = calibrate_encoder(encoder, sets[0], device).as_dict()
+        figures["calibration"] = calibrate_encoder(encoder, sets[0], device, embedded).as_dict()
     except ValueError as e:
         figures["calibration_skipped"] = str(e)
     cache = build_cache(data, cache_dir, workers)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .audio import load_audio, log_mel
+from .calibration import normalise
 from .data import Dataset, FeatureCache, build_cache, utterance_windows
 from .metrics import equal_error_rate, pair_scores
 from .writers import read_rttm
@@ -116,20 +117,33 @@ def window_embeddings(encoder, utts: list[np.ndarray], device: torch.device, bat
 
 def utterance_embeddings(encoder, utts: list[np.ndarray], device: torch.device) -> np.ndarray:
     """Mean of each utterance's window embeddings, L2-normalised."""
-    sums = np.stack([w.sum(axis=0) for w in window_embeddings(encoder, utts, device)])
-    return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    return _means(window_embeddings(encoder, utts, device))
 
 
-def calibrate_encoder(encoder, held: HeldOut, device: torch.device):
-    """The encoder's speaker-count calibration (calibration.calibrate) from a held-out set's windows."""
+def _means(windows: list[np.ndarray]) -> np.ndarray:
+    return normalise(np.stack([w.sum(axis=0) for w in windows]))
+
+
+def _embedded(encoder, held: HeldOut, device: torch.device, memo: dict | None) -> list[np.ndarray]:
+    """window_embeddings of a set, computed once per `memo` (one validation round: an encoder's weights)."""
+    if memo is None:
+        return window_embeddings(encoder, held.utts, device)
+    if id(held) not in memo:
+        memo[id(held)] = window_embeddings(encoder, held.utts, device)
+    return memo[id(held)]
+
+
+def calibrate_encoder(encoder, held: HeldOut, device: torch.device, memo: dict | None = None):
+    """The encoder's speaker-count calibration (calibration.calibrate) from a held-out set's windows; with
+    the `memo` of evaluate_sets, the windows embedded there are reused."""
     from .calibration import calibrate, piece_embeddings
 
-    return calibrate(piece_embeddings(window_embeddings(encoder, held.utts, device)), held.speakers)
+    return calibrate(piece_embeddings(_embedded(encoder, held, device, memo)), held.speakers)
 
 
-def set_eer(encoder, held: HeldOut, device: torch.device) -> dict[str, float]:
+def set_eer(encoder, held: HeldOut, device: torch.device, memo: dict | None = None) -> dict[str, float]:
     """EER (cosine, all pairs, or pairs inside each recording) and balanced pair accuracy at its threshold."""
-    emb = utterance_embeddings(encoder, held.utts, device)
+    emb = _means(_embedded(encoder, held, device, memo))
     if held.recordings is None:
         scores, same = pair_scores(emb, held.speakers)
     else:
@@ -143,10 +157,10 @@ def set_eer(encoder, held: HeldOut, device: torch.device) -> dict[str, float]:
             "threshold": threshold, "utterances": len(held.utts), "speakers": len(set(held.speakers))}
 
 
-def evaluate_sets(encoder, sets: list[HeldOut], device: torch.device) -> dict[str, float]:
+def evaluate_sets(encoder, sets: list[HeldOut], device: torch.device, memo: dict | None = None) -> dict[str, float]:
     """The first set's figures, each set's EER as eer_<name>, and `eer`: the mean over the sets (what
-    checkpoints are chosen by)."""
-    figures = {held.name: set_eer(encoder, held, device) for held in sets}
+    checkpoints are chosen by). A `memo` (an empty dict) keeps the window embeddings for calibrate_encoder."""
+    figures = {held.name: set_eer(encoder, held, device, memo) for held in sets}
     out = dict(figures[sets[0].name])
     out.update({f"eer_{name}": f["eer"] for name, f in figures.items()})
     out["eer"] = float(np.mean([f["eer"] for f in figures.values()]))
