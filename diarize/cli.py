@@ -103,9 +103,9 @@ def train(
                                                "(--noise-dir, coloured, babble), band limits, equalisers "
                                                "and gains; a batch's speakers share rooms.")] = False,
     augment_clean: Annotated[float, typer.Option(min=0.0, max=1.0, help="With --augment: the share of a batch's "
-                                                 "conditions left clean.")] = 0.15,
+                                                 "conditions left clean.")] = 0.75,
     augment_edges: Annotated[float, typer.Option(min=0.0, max=1.0, help="With --augment: the share of windows "
-                                                 "cut at an utterance's start or end (10-50% silence).")] = 0.0,
+                                                 "cut at an utterance's start or end (10-50% silence).")] = 0.5,
     speed_perturb: Annotated[bool, typer.Option("--speed-perturb/--no-speed-perturb",
                                                 help="Every speaker also at 0.9x and 1.1x speed, as two "
                                                      "more speakers.")] = False,
