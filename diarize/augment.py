@@ -112,8 +112,7 @@ class Acoustics:
                 continue
             x[rows] = self._room_and_noise(x, rows, slot[rows], rng)
             gains[rows] = self._channel(rng)
-        heard = torch.from_numpy(x[:, PRE_ROLL:]).float()
-        mel = log_mel(heard[:, -WINDOW_SAMPLES:], center=False)
+        mel, heard = window_log_mels(torch.from_numpy(x).float())
         return mel + torch.from_numpy(gains).float()[:, None, :], heard
 
     def render(self, wave: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -176,6 +175,13 @@ def _mel_centres() -> np.ndarray:
     import librosa
 
     return librosa.mel_frequencies(N_MELS + 2, fmin=FMIN, fmax=FMAX)[1:-1]
+
+
+def window_log_mels(waves: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training windows read over SPAN samples -> (the uncentred log-mels of each one's last WINDOW_SAMPLES,
+    the samples after PRE_ROLL)."""
+    heard = waves[:, PRE_ROLL:]
+    return log_mel(heard[:, -WINDOW_SAMPLES:], center=False), heard
 
 
 def load_acoustics(rir_dirs: list[Path], noise_dirs: list[Path], seed: int = 0, p_clean: float = 0.15,

@@ -15,8 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .audio import log_mel
-from .augment import PRE_ROLL, SPAN, WINDOW_SAMPLES, load_acoustics
+from .augment import PRE_ROLL, SPAN, WINDOW_SAMPLES, load_acoustics, window_log_mels
 from .data import BatchSampler, Dataset, build_cache, utterance_windows
 from .distill import TEACHER_SAMPLES, Teacher, relational_loss, resemblyzer_weights
 from .hparams import WINDOW_FRAMES
@@ -211,8 +210,7 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
             if acoustics is not None:
                 x, heard = acoustics.batch(x, config.windows_per_speaker, rng)
             elif waves:
-                heard = x[:, PRE_ROLL:]
-                x = log_mel(heard[:, -WINDOW_SAMPLES:], center=False)
+                x, heard = window_log_mels(x)
             else:
                 x = x[:, :WINDOW_FRAMES]
             for group in optimizer.param_groups:
