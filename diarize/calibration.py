@@ -20,6 +20,7 @@ ONE_VOICE_DRAWS = 10  # one-voice recordings per held-out speaker: all its piece
 # least half of them. Read on one recording of every fifth pseudo-recording's speaker (60 in all), the 90th
 # percentile moved by up to 0.04 between encoders of one family (0.270-0.331), enough to decide a one-speaker
 # recording or a room conversation
+ONE_VOICE_RECORDINGS = 640  # fewer draws per speaker when there are more speakers: time stays bounded
 
 
 @dataclass(frozen=True)
@@ -135,16 +136,17 @@ def calibrate(pieces: list[np.ndarray], speakers: list[str], seed: int = 0) -> C
 
 def one_voice_silhouettes(voices: list[np.ndarray], seed: int = 0) -> list[float]:
     """Silhouette of the best split in two (spectral) of one-speaker recordings made of each voice's pieces:
-    all of them, then ONE_VOICE_DRAWS - 1 random subsets of at least half, each centred and normalised as the
-    pipeline does a recording."""
+    all of them, then random subsets of at least half (ONE_VOICE_DRAWS in all, fewer when there are more than
+    ONE_VOICE_RECORDINGS / ONE_VOICE_DRAWS voices), each centred and normalised as the pipeline does a recording."""
     from sklearn.metrics import silhouette_score
 
     from .cluster import _spectral
 
     rng = np.random.default_rng(seed)
+    draws = max(1, min(ONE_VOICE_DRAWS, ONE_VOICE_RECORDINGS // max(len(voices), 1)))
     out = []
     for v in voices:
-        for draw in range(ONE_VOICE_DRAWS):
+        for draw in range(draws):
             take = len(v) if draw == 0 else int(rng.integers(max(4, len(v) // 2), len(v) + 1))
             x = v[np.sort(rng.choice(len(v), size=take, replace=False))]  # in utterance order
             x = normalise(x - x.mean(axis=0))

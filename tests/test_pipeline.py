@@ -216,7 +216,7 @@ def test_a_calibration_read_on_held_out_speakers_counts_the_speakers_of_a_new_re
         calibrate([x[truth == s] for s in range(3)], ["a", "b", "c"])
 
 
-def test_the_one_voice_threshold_is_read_on_every_held_out_voice_several_times():
+def test_the_one_voice_threshold_is_read_on_every_held_out_voice_several_times(monkeypatch):
     from diarize.calibration import ONE_VOICE_DRAWS, one_voice_silhouettes
 
     voices = [blobs([30], seed=s)[0] for s in range(6)]
@@ -224,6 +224,9 @@ def test_the_one_voice_threshold_is_read_on_every_held_out_voice_several_times()
     assert len(silhouettes) == 6 * ONE_VOICE_DRAWS and len(set(silhouettes)) > 6  # subsets differ
     # a "voice" that is two voices splits clearly in every draw of it
     assert min(one_voice_silhouettes([blobs([15, 15], seed=9)[0]])) > max(silhouettes)
+    # with more voices, fewer draws of each: the time stays bounded
+    monkeypatch.setattr("diarize.calibration.ONE_VOICE_RECORDINGS", 20)
+    assert len(one_voice_silhouettes(voices)) == 6 * 3
 
 
 def test_num_speakers_gives_exactly_that_many_and_min_max_bind():
