@@ -184,8 +184,8 @@ def window_log_mels(waves: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return log_mel(heard[:, -WINDOW_SAMPLES:], center=False), heard
 
 
-def load_acoustics(rir_dirs: list[Path], noise_dirs: list[Path], seed: int = 0, p_clean: float = 0.15,
-                   p_edge: float = 0.0) -> Acoustics:
+def load_acoustics(rir_dirs: list[Path], noise_dirs: list[Path], seed: int, p_clean: float,
+                   p_edge: float) -> Acoustics:
     """Acoustics, with unreadable files reported as one ValueError."""
     try:
         return Acoustics(rir_dirs, noise_dirs, seed=seed, p_clean=p_clean, p_edge=p_edge)

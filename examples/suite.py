@@ -33,10 +33,14 @@ from diarize.writers import read_rttm
 SETS = ("dev_ocean", "dev_cross", "dev_room", "dev_real")
 
 
+def audio_files(folder: Path) -> list[Path]:
+    return sorted([*folder.glob("*.flac"), *folder.glob("*.wav")])
+
+
 def recordings(folder: Path) -> list[tuple[Path, Path]]:
     """(audio, reference RTTM) pairs of one set, by stem."""
     pairs = []
-    for audio in sorted([*folder.glob("*.flac"), *folder.glob("*.wav")]):
+    for audio in audio_files(folder):
         ref = audio.with_suffix(".rttm")
         if ref.exists():
             pairs.append((audio, ref))
@@ -110,7 +114,7 @@ def one_speaker_counts(folders: list[Path], encoder, model_path: Path, config: P
     """Speakers found in each recording of the folders (count estimated)."""
     found = {}
     for folder in folders:
-        for audio in sorted([*folder.glob("*.flac"), *folder.glob("*.wav")]):
+        for audio in audio_files(folder):
             windows = cached_windows(audio, encoder, model_path, config, cache)
             found[f"{folder.name}/{audio.stem}"] = len(diarize_windows(
                 windows, audio.stem, config=config, calibration=encoder.calibration).speakers)
