@@ -32,11 +32,19 @@ class Calibration:
     min_silhouette: float  # a split less clear than this is one voice cut in two: 90th percentile of the
     # silhouette of the best split of a one-speaker recording (one_voice_silhouettes; the 95th held room
     # conversations to fewer speakers: development suite mean DER 25.2% against 23.8%, bundled encoder)
+    split_silhouettes: tuple[float, ...] = ()  # the same for splits of one voice into 3, 4, ... MAX_SPEAKERS:
+    # lower, as the best of more parts of one voice separate less; () where not measured (min_silhouette then)
     speakers: int = 0  # held-out speakers it was measured on
     centroid_eer: float = 0.0  # same/different-speaker error at merge_similarity
     adjacent_similarity: float = 0.0  # median similarity of consecutive pieces of one utterance in recordings
     # of 2-5 speakers: the scale a recording's own consecutive segments are compared with (for_recording);
     # 0: not measured
+
+    def min_silhouette_for(self, k: int) -> float:
+        """The silhouette the best split of one voice into k speakers reaches (k >= 2; beyond the counts
+        measured, the last: one voice's splits grow less clear with more parts)."""
+        values = (self.min_silhouette, *self.split_silhouettes)
+        return values[min(k - 2, len(values) - 1)]
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -44,7 +52,9 @@ class Calibration:
     @classmethod
     def from_dict(cls, d: dict) -> "Calibration":
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        fields = {k: v for k, v in d.items() if k in names}
+        fields["split_silhouettes"] = tuple(fields.get("split_silhouettes", ()))
+        return cls(**fields)
 
 
 ADAPT_SEGMENTS = 30  # segments (36 s of speech) from which a recording's own spread is read: the median of
@@ -129,30 +139,33 @@ def calibrate(pieces: list[np.ndarray], speakers: list[str], seed: int = 0) -> C
     scores = np.array(same + different)
     eer, threshold = equal_error_rate(scores, np.arange(len(scores)) < len(same))
     one_voice = one_voice_silhouettes([pool[s] for s in names], seed)
+    # (voices of few pieces split into fewer parts: counts none of them reaches are left out)
+    thresholds = [float(np.percentile(one_voice[k], 90)) for k in sorted(one_voice) if one_voice[k]]
     return Calibration(merge_similarity=float(threshold), same_voice=float(np.percentile(different, 99)),
-                       min_silhouette=float(np.percentile(one_voice, 90)), speakers=len(names),
+                       min_silhouette=thresholds[0], split_silhouettes=tuple(thresholds[1:]), speakers=len(names),
                        centroid_eer=float(eer), adjacent_similarity=float(np.median(adjacent)))
 
 
-def one_voice_silhouettes(voices: list[np.ndarray], seed: int = 0) -> list[float]:
-    """Silhouette of the best split in two (spectral) of one-speaker recordings made of each voice's pieces:
-    all of them, then random subsets of at least half (ONE_VOICE_DRAWS in all, fewer when there are more than
-    ONE_VOICE_RECORDINGS / ONE_VOICE_DRAWS voices), each centred and normalised as the pipeline does a recording."""
+def one_voice_silhouettes(voices: list[np.ndarray], seed: int = 0) -> dict[int, list[float]]:
+    """Silhouettes of the best splits into 2 to MAX_SPEAKERS parts (spectral) of one-speaker recordings made of
+    each voice's pieces: all of them, then random subsets of at least half (ONE_VOICE_DRAWS in all, fewer when
+    there are more than ONE_VOICE_RECORDINGS / ONE_VOICE_DRAWS voices), each centred and normalised as the
+    pipeline does a recording. {parts: silhouettes}."""
     from sklearn.metrics import silhouette_score
 
-    from .cluster import _spectral
+    from .cluster import _spectral_splits
 
     rng = np.random.default_rng(seed)
     draws = max(1, min(ONE_VOICE_DRAWS, ONE_VOICE_RECORDINGS // max(len(voices), 1)))
-    out = []
+    out = {k: [] for k in range(2, MAX_SPEAKERS + 1)}
     for v in voices:
         for draw in range(draws):
             take = len(v) if draw == 0 else int(rng.integers(max(4, len(v) // 2), len(v) + 1))
             x = v[np.sort(rng.choice(len(v), size=take, replace=False))]  # in utterance order
             x = normalise(x - x.mean(axis=0))
-            halves = _spectral(x, 2, seed)
-            if len(set(halves)) > 1 and len(x) > 2:
-                out.append(float(silhouette_score(x, halves, metric="cosine")))
+            for k, parts in _spectral_splits(x, range(2, min(MAX_SPEAKERS, len(x) - 1) + 1), seed).items():
+                if len(set(parts)) > 1:
+                    out[k].append(float(silhouette_score(x, parts, metric="cosine")))
     return out
 
 

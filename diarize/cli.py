@@ -704,6 +704,8 @@ def info(model: ModelOpt = None) -> None:
     else:
         out.print("[bold]calibration[/] (speaker count; read on held-out speakers)")
         for k, v in encoder.calibration.as_dict().items():
+            if isinstance(v, (tuple, list)):
+                v = " / ".join(f"{e:.4f}" for e in v) or "not measured"
             out.print(f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}")
 
 
@@ -770,7 +772,8 @@ def validate(
         c = figures["calibration"]
         out.print(f"calibration: merge at similarity {c['merge_similarity']:.3f} (same/different centroid "
                   f"error {100 * c['centroid_eer']:.1f}%), same voice {c['same_voice']:.3f}, "
-                  f"min silhouette {c['min_silhouette']:.3f}")
+                  f"one voice split in 2, 3, ...: silhouette "
+                  + " / ".join(f"{v:.3f}" for v in (c["min_silhouette"], *c["split_silhouettes"])))
     else:
         out.print(f"no calibration: {figures['calibration_skipped']}")
     if calibrate:

@@ -6,7 +6,7 @@ from typing import Callable
 
 import numpy as np
 
-from .calibration import Calibration, normalise
+from .calibration import MAX_SPEAKERS, Calibration, normalise
 
 MIN_CLUSTER_SHARE = 0.02  # a speaker holds at least this share of the segments (and `min_cluster_size`)
 MAX_POINTS = 2000  # above this many segments, cluster a seeded sample and assign the rest to its centroids
@@ -23,8 +23,8 @@ def cluster_embeddings(x: np.ndarray, method: str = "ahc", num_speakers: int | N
     estimates the count with the encoder's `calibration`:
     "ahc": the two speakers with the most similar centroids merge while their similarity reaches
     calibration.merge_similarity; speakers under `min_cluster_size` segments (or MIN_CLUSTER_SHARE of them)
-    join the nearest one; then the closest merge while the split is less clear (silhouette) than
-    calibration.min_silhouette, the silhouette a split of one voice reaches.
+    join the nearest one; then the closest merge while the split into k is less clear (silhouette) than
+    calibration.min_silhouette_for(k), the silhouette a split of one voice into k reaches.
     "hdbscan": density clusters, with the same silhouette rule (a speaker whose two halves pass it splits) and
     speakers at calibration.same_voice similarity merged.
     An estimate outside [min_speakers, max_speakers] is redone by spectral clustering with the count clamped.
@@ -61,12 +61,14 @@ def _ahc(x: np.ndarray, calibration: Calibration, min_size: int, seed: int) -> n
     and the closest merged while the split is less clear than the calibrated silhouette."""
     if len(x) > AHC_POINTS:
         return _on_sample(x, AHC_POINTS, seed, lambda s: _ahc(s, calibration, min_size, seed))
-    # one voice: its best split into two is no clearer than the calibration's splits of one voice
-    if _unclear(x, calibration.min_silhouette)(_spectral(x, 2, seed), 0.0):
+    # one voice: none of its best splits into 2 to MAX_SPEAKERS is clearer than the calibration's splits of
+    # one voice into as many (four voices can split in two no more clearly than one voice does)
+    counts = range(2, min(MAX_SPEAKERS, len(x) - 1) + 1)
+    if all(_unclear(x, calibration)(split, 0.0) for split in _spectral_splits(x, counts, seed).values()):
         return np.zeros(len(x), dtype=int)
     labels = _centroid_linkage(x, calibration.merge_similarity)
     labels = assign_to_nearest(x, labels, min_size=min_size)
-    return _merge_closest(x, labels, _unclear(x, calibration.min_silhouette))
+    return _merge_closest(x, labels, _unclear(x, calibration))
 
 
 def _centroid_linkage(x: np.ndarray, stop: float) -> np.ndarray:
@@ -92,11 +94,16 @@ def _centroid_linkage(x: np.ndarray, stop: float) -> np.ndarray:
     return _relabel(labels)
 
 
-def _unclear(x: np.ndarray, min_silhouette: float) -> Callable[[np.ndarray, float], bool]:
-    """merge(labels, _) for `_merge_closest`: the split is less clear than `min_silhouette`."""
+def _unclear(x: np.ndarray, calibration: Calibration) -> Callable[[np.ndarray, float], bool]:
+    """merge(labels, _) for `_merge_closest`: the split into k speakers is less clear than the calibration's
+    splits of one voice into k reach (calibration.min_silhouette_for)."""
     from sklearn.metrics import silhouette_score
 
-    return lambda labels, _: labels.max() >= len(x) - 1 or silhouette_score(x, labels, metric="cosine") < min_silhouette
+    def unclear(labels: np.ndarray, _) -> bool:
+        k = labels.max() + 1
+        return k >= len(x) or silhouette_score(x, labels, metric="cosine") < calibration.min_silhouette_for(k)
+
+    return unclear
 
 
 PRUNING = (0.05, 0.1, 0.15, 0.2, 0.3)  # shares of nearest neighbours each segment keeps in the affinity
@@ -109,24 +116,33 @@ def _spectral(x: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
     n_clusters-th Laplacian eigenvalue is largest relative to p (NME-SC, Park et al. 2019); k-means on
     the eigenvectors. On the dev conversations with the true count (an interim encoder): 9.9% DER
     against 14.3% for average-linkage AHC."""
-    from sklearn.cluster import KMeans
-
     n = len(x)
     if n_clusters <= 1 or n_clusters >= n:
         return np.arange(n) if n_clusters >= n else np.zeros(n, dtype=int)
     if n > SPECTRAL_POINTS:
         return _on_sample(x, SPECTRAL_POINTS, seed, lambda s: _spectral(s, n_clusters, seed))
+    return _spectral_splits(x, [n_clusters], seed)[n_clusters]
+
+
+def _spectral_splits(x: np.ndarray, counts, seed: int) -> dict[int, np.ndarray]:
+    """`_spectral` into each of `counts` (each from 2 to len(x) - 1), the Laplacians decomposed once for all."""
+    from sklearn.cluster import KMeans
+
+    n = len(x)
+    if n > SPECTRAL_POINTS:
+        return {k: _spectral(x, k, seed) for k in counts}
     order = np.argsort(-(x @ x.T), axis=1)
-    best = None
+    best = {}
     for p in PRUNING:
         links = np.zeros((n, n))
         np.put_along_axis(links, order[:, : max(2, int(round(p * n)))], 1.0, axis=1)
         affinity = (links + links.T) / 2
         values, vectors = np.linalg.eigh(np.diag(affinity.sum(axis=1)) - affinity)
-        score = p / max((values[n_clusters] - values[n_clusters - 1]) / values[-1], 1e-10)
-        if best is None or score < best[0]:
-            best = (score, vectors[:, :n_clusters])
-    return _relabel(KMeans(n_clusters, n_init=10, random_state=seed).fit_predict(best[1]))
+        for k in counts:
+            score = p / max((values[k] - values[k - 1]) / values[-1], 1e-10)
+            if k not in best or score < best[k][0]:
+                best[k] = (score, vectors[:, :k])
+    return {k: _relabel(KMeans(k, n_init=10, random_state=seed).fit_predict(best[k][1])) for k in counts}
 
 
 def _hdbscan(x: np.ndarray, calibration: Calibration, size: int, seed: int) -> np.ndarray:
@@ -144,7 +160,7 @@ def _hdbscan(x: np.ndarray, calibration: Calibration, size: int, seed: int) -> n
     if (labels < 0).all():
         return np.zeros(n, dtype=int)
     labels = assign_to_nearest(x, labels, min_size=size)
-    labels = _merge_closest(x, labels, _unclear(x, calibration.min_silhouette))
+    labels = _merge_closest(x, labels, _unclear(x, calibration))
     if labels.max() > 0:
         labels = _split_clear(x, labels, size, calibration.min_silhouette, seed)
     # a clear split can still cut one voice into its phrases (a recording that repeats itself does)

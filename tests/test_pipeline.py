@@ -221,12 +221,29 @@ def test_the_one_voice_threshold_is_read_on_every_held_out_voice_several_times(m
 
     voices = [blobs([30], seed=s)[0] for s in range(6)]
     silhouettes = one_voice_silhouettes(voices)
-    assert len(silhouettes) == 6 * ONE_VOICE_DRAWS and len(set(silhouettes)) > 6  # subsets differ
-    # a "voice" that is two voices splits clearly in every draw of it
-    assert min(one_voice_silhouettes([blobs([15, 15], seed=9)[0]])) > max(silhouettes)
+    assert sorted(silhouettes) == [2, 3, 4, 5]  # splits into 2 to MAX_SPEAKERS parts
+    assert all(len(s) == 6 * ONE_VOICE_DRAWS for s in silhouettes.values())
+    assert len(set(silhouettes[2])) > 6  # subsets differ
+    # a "voice" that is two voices splits clearly in two in every draw of it; three voices, in three
+    assert min(one_voice_silhouettes([blobs([15, 15], seed=9)[0]])[2]) > max(silhouettes[2])
+    assert min(one_voice_silhouettes([blobs([10, 10, 10], seed=9)[0]])[3]) > max(silhouettes[3])
     # with more voices, fewer draws of each: the time stays bounded
     monkeypatch.setattr("diarize.calibration.ONE_VOICE_RECORDINGS", 20)
-    assert len(one_voice_silhouettes(voices)) == 6 * 3
+    assert len(one_voice_silhouettes(voices)[2]) == 6 * 3
+
+
+def test_voices_that_split_in_two_no_clearer_than_one_voice_are_judged_by_their_split_into_more():
+    x, truth = blobs([20] * 4, spread=1.0, seed=3)  # four voices: any two halves hold two voices each
+    x = x - x.mean(axis=0)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    # the split in two (silhouette 0.28) is no clearer than one voice's (0.5); in three or four (0.39-0.46)
+    # it is clearer than one voice's splits into as many parts (0.35)
+    per_count = Calibration(merge_similarity=0.5, same_voice=0.7, min_silhouette=0.5, split_silhouettes=(0.35,) * 3)
+    labels = cluster_embeddings(x, calibration=per_count)
+    assert len(set(labels)) == 4 and len(set(zip(labels, truth))) == 4
+    assert per_count.min_silhouette_for(2) == 0.5 and per_count.min_silhouette_for(9) == 0.35
+    # a calibration without the counts above two judges every split by the split in two: one voice
+    assert len(set(cluster_embeddings(x, calibration=Calibration(0.5, 0.7, 0.5)))) == 1
 
 
 def test_num_speakers_gives_exactly_that_many_and_min_max_bind():
