@@ -19,7 +19,7 @@ def cluster_embeddings(x: np.ndarray, method: str = "ahc", num_speakers: int | N
                        max_points: int = MAX_POINTS) -> np.ndarray:
     """Speaker label (0..k-1) of each L2-normalised (recording-centred) embedding; none is left unlabelled.
 
-    `num_speakers` gives exactly that many (spectral, capped at the number of segments). Otherwise `method`
+    `num_speakers` gives exactly that many (capped at the number of segments; `_exactly`). Otherwise `method`
     estimates the count with the encoder's `calibration`:
     "ahc": the two speakers with the most similar centroids merge while their similarity reaches
     calibration.merge_similarity; speakers under `min_cluster_size` segments (or MIN_CLUSTER_SHARE of them)
@@ -27,7 +27,7 @@ def cluster_embeddings(x: np.ndarray, method: str = "ahc", num_speakers: int | N
     calibration.min_silhouette_for(k), the silhouette a split of one voice into k reaches.
     "hdbscan": density clusters, with the same silhouette rule (a speaker whose two halves pass it splits) and
     speakers at calibration.same_voice similarity merged.
-    An estimate outside [min_speakers, max_speakers] is redone by spectral clustering with the count clamped.
+    An estimate outside [min_speakers, max_speakers] is redone with the count clamped (`_exactly`).
     """
     n = len(x)
     if max_speakers is not None and min_speakers > max_speakers:
@@ -37,12 +37,12 @@ def cluster_embeddings(x: np.ndarray, method: str = "ahc", num_speakers: int | N
     if n > max_points:  # bounded time and memory on hours of audio
         return _on_sample(x, max_points, seed, lambda s: cluster_embeddings(
             s, method, num_speakers, min_speakers, max_speakers, calibration, min_cluster_size, seed, max_points))
+    min_size = max(2, min(max(min_cluster_size, round(MIN_CLUSTER_SHARE * n)), n // 2))
     if num_speakers is not None:
-        return _spectral(x, min(num_speakers, n), seed)
+        return _exactly(x, min(num_speakers, n), calibration, min_size, seed)
     if calibration is None:
         raise ValueError("estimating the speaker count needs the model's calibration: give the count, or "
                          "calibrate the model on held-out speakers (diarize validate DATA --calibrate MODEL)")
-    min_size = max(2, min(max(min_cluster_size, round(MIN_CLUSTER_SHARE * n)), n // 2))
     if method == "ahc":
         labels = _ahc(x, calibration, min_size, seed)
     elif method == "hdbscan":
@@ -52,8 +52,22 @@ def cluster_embeddings(x: np.ndarray, method: str = "ahc", num_speakers: int | N
     k = len(set(labels))
     lo, hi = min(min_speakers, n), min(max_speakers or n, n)
     if not lo <= k <= hi:
-        labels = _spectral(x, min(max(k, lo), hi), seed)
+        labels = _exactly(x, min(max(k, lo), hi), calibration, min_size, seed)
     return labels
+
+
+def _exactly(x: np.ndarray, k: int, calibration: Calibration | None, min_size: int, seed: int) -> np.ndarray:
+    """Exactly k speakers: the calibrated centroid linkage's speakers (those under `min_size` absorbed), the
+    closest merged down to k; spectral clustering where the linkage finds fewer, or without a calibration.
+    Told the count, development suite DER 5.8 / 13.8 / 24.1 / 52.4% against 5.9 / 18.2 / 26.8 / 52.4% for
+    spectral clustering alone."""
+    if len(x) > AHC_POINTS:
+        return _on_sample(x, AHC_POINTS, seed, lambda s: _exactly(s, k, calibration, min_size, seed))
+    if calibration is not None and k > 1:
+        labels = assign_to_nearest(x, _centroid_linkage(x, calibration.merge_similarity), min_size=min_size)
+        if labels.max() + 1 >= k:
+            return _merge_closest(x, labels, lambda merged, _: merged.max() + 1 > k)
+    return _spectral(x, k, seed)
 
 
 def _ahc(x: np.ndarray, calibration: Calibration, min_size: int, seed: int) -> np.ndarray:

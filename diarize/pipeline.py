@@ -430,7 +430,7 @@ def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None 
                     max_speakers: int | None = None, config: PipelineConfig = PipelineConfig(), seed: int = 0,
                     timer: StageTimer | None = None, calibration: Calibration | None = None) -> Diarization:
     """The steps after embedding: speech detection, segments, clustering, resegmentation, turns.
-    `calibration` (the encoder's) is needed unless `num_speakers` is given."""
+    `calibration` (the encoder's) is needed unless `num_speakers` is given (and used then too, if given)."""
     check_speaker_counts(num_speakers, min_speakers, max_speakers)
     timer = timer if timer is not None else StageTimer()
     hop = config.hop_frames

@@ -93,7 +93,8 @@ def run_set(folder: Path, encoder, model_path: Path, config: PipelineConfig, cac
             hit["fn"] += int((~found & (truth == 2)).sum())
             hit["speech"] += int((truth > 0).sum())
         est[audio.stem] = diarize_windows(windows, audio.stem, config=config, calibration=encoder.calibration).turns
-        told[audio.stem] = diarize_windows(windows, audio.stem, num_speakers=k, config=config).turns
+        told[audio.stem] = diarize_windows(windows, audio.stem, num_speakers=k, config=config,
+                                           calibration=encoder.calibration).turns
     out = {"files": len(refs)}
     if hit["speech"]:
         out["overlap_detection"] = {"precision": hit["tp"] / max(hit["tp"] + hit["fp"], 1),

@@ -258,6 +258,16 @@ def test_num_speakers_gives_exactly_that_many_and_min_max_bind():
         cluster_embeddings(x, min_speakers=3, max_speakers=2)
 
 
+def test_a_given_count_with_a_calibration_merges_whole_speakers_down_to_it():
+    x, truth = blobs([30, 20, 25, 25], seed=4)
+    for k in (4, 3, 2):  # the linkage finds four; told fewer, the closest speakers merge whole
+        labels = cluster_embeddings(x, num_speakers=k, calibration=CAL)
+        assert len(set(labels)) == k
+        assert len(set(zip(labels, truth))) == 4  # no speaker cut between two labels
+    assert len(set(cluster_embeddings(x, num_speakers=6, calibration=CAL))) == 6  # more than it finds: spectral
+    assert len(set(cluster_embeddings(x, max_speakers=3, calibration=CAL))) == 3
+
+
 def test_no_segment_is_left_unlabelled_and_outliers_join_a_speaker():
     x, _ = blobs([20, 20])
     x = np.concatenate([x, np.eye(32)[:3]])  # three points far from both speakers
