@@ -2,7 +2,7 @@
 encoder (calibration.py): centroid-linkage AHC (default) or HDBSCAN; a given count uses spectral clustering."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -138,7 +138,7 @@ def _spectral(x: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
     return _spectral_splits(x, [n_clusters], seed)[n_clusters]
 
 
-def _spectral_splits(x: np.ndarray, counts, seed: int) -> dict[int, np.ndarray]:
+def _spectral_splits(x: np.ndarray, counts: Iterable[int], seed: int) -> dict[int, np.ndarray]:
     """`_spectral` into each of `counts` (each from 2 to len(x) - 1), the Laplacians decomposed once for all."""
     from sklearn.cluster import KMeans
 
