@@ -64,7 +64,7 @@ def _exactly(x: np.ndarray, k: int, calibration: Calibration | None, min_size: i
     if len(x) > AHC_POINTS:
         return _on_sample(x, AHC_POINTS, seed, lambda s: _exactly(s, k, calibration, min_size, seed))
     if calibration is not None and k > 1:
-        labels = assign_to_nearest(x, _centroid_linkage(x, calibration.merge_similarity), min_size=min_size)
+        labels = _linked(x, calibration, min_size)
         if labels.max() + 1 >= k:
             return _merge_closest(x, labels, lambda merged, _: merged.max() + 1 > k)
     return _spectral(x, k, seed)
@@ -77,12 +77,17 @@ def _ahc(x: np.ndarray, calibration: Calibration, min_size: int, seed: int) -> n
         return _on_sample(x, AHC_POINTS, seed, lambda s: _ahc(s, calibration, min_size, seed))
     # one voice: none of its best splits into 2 to MAX_SPEAKERS is clearer than the calibration's splits of
     # one voice into as many (four voices can split in two no more clearly than one voice does)
+    unclear = _unclear(x, calibration)
     counts = range(2, min(MAX_SPEAKERS, len(x) - 1) + 1)
-    if all(_unclear(x, calibration)(split, 0.0) for split in _spectral_splits(x, counts, seed).values()):
+    if all(unclear(split, 0.0) for split in _spectral_splits(x, counts, seed).values()):
         return np.zeros(len(x), dtype=int)
-    labels = _centroid_linkage(x, calibration.merge_similarity)
-    labels = assign_to_nearest(x, labels, min_size=min_size)
-    return _merge_closest(x, labels, _unclear(x, calibration))
+    return _merge_closest(x, _linked(x, calibration, min_size), unclear)
+
+
+def _linked(x: np.ndarray, calibration: Calibration, min_size: int) -> np.ndarray:
+    """The calibrated linkage's speakers: centroid linkage stopped at calibration.merge_similarity, speakers
+    under `min_size` segments joined to the nearest."""
+    return assign_to_nearest(x, _centroid_linkage(x, calibration.merge_similarity), min_size=min_size)
 
 
 def _centroid_linkage(x: np.ndarray, stop: float) -> np.ndarray:
