@@ -122,7 +122,8 @@ def train(
     resume: Annotated[Optional[Path], typer.Option(help="Continue from a last.pt checkpoint.")] = None,
     init: Annotated[Optional[Path], typer.Option(help="Fine-tune: start from this model's weights.")] = None,
     seed: Annotated[int, typer.Option()] = 0,
-    workers: Annotated[int, typer.Option(min=1, help="Processes computing features.")] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="Processes computing features, then drawing (and "
+                                                     "augmenting) batches ahead of the training step.")] = 1,
     threads: Annotated[int, typer.Option(min=0, help="Torch CPU threads (0: torch's default).")] = 0,
     cache: Annotated[Optional[Path], typer.Option(help="Feature cache folder (default: OUT/features).")] = None,
     force: Annotated[bool, typer.Option("--force", "-f", help="Start over in an OUT that holds a run.")] = False,

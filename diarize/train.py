@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
 import os
 import signal
 import threading
@@ -15,8 +16,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .augment import PRE_ROLL, SPAN, WINDOW_SAMPLES, load_acoustics, window_log_mels
-from .data import BatchSampler, Dataset, build_cache, utterance_windows
+from .augment import PRE_ROLL, SPAN, WINDOW_SAMPLES, Acoustics, load_acoustics, window_log_mels
+from .data import BatchSampler, Dataset, build_cache, ignore_interrupts, utterance_windows
 from .distill import TEACHER_SAMPLES, Teacher, relational_loss, resemblyzer_weights
 from .hparams import WINDOW_FRAMES
 from .loss import kl_hinge_loss
@@ -113,6 +114,95 @@ def held_out_sets(val_data: Dataset | None, cache_dir: Path, per_speaker: int, m
     return sets
 
 
+@dataclass(frozen=True)
+class _Feed:
+    """What the training batches are drawn from. A step's batch depends on (seed, step) alone, so worker
+    processes can draw batches ahead of the step that needs them: a run gets the same batches with any
+    number of workers, and a resumed run the ones it would have had."""
+    data: Dataset
+    cache_dir: Path
+    config: TrainConfig
+
+    def sampler(self, cache) -> BatchSampler:
+        if not (self.config.augment or self.config.speed_perturb):
+            return BatchSampler(cache)
+        # the teacher hears 1.6 s ending with the window: on 0.4 s alone its similarities are near chance
+        span = PRE_ROLL + TEACHER_SAMPLES if self.config.distill else SPAN
+        return BatchSampler(cache, span, WINDOW_SAMPLES, SPEEDS if self.config.speed_perturb else (1.0,))
+
+    def acoustics(self) -> Acoustics | None:
+        c = self.config
+        return (load_acoustics([Path(d) for d in c.rir_dirs], [Path(d) for d in c.noise_dirs], c.seed,
+                               c.augment_clean, c.augment_edges) if c.augment else None)
+
+    def drawer(self, cache, acoustics: Acoustics | None) -> Callable[[int, int], tuple]:
+        """A function (step, speakers) -> (log-mel windows, identities, waveforms heard or None)."""
+        c = self.config
+        sampler = self.sampler(cache)
+
+        def draw(step: int, speakers: int) -> tuple:
+            rng = np.random.default_rng([c.seed, step])
+            x, labels = sampler.batch(rng, speakers, c.windows_per_speaker)
+            heard = None
+            if acoustics is not None:
+                x, heard = acoustics.batch(x, c.windows_per_speaker, rng)
+            elif c.speed_perturb:
+                x, heard = window_log_mels(x)
+            else:
+                x = x[:, :WINDOW_FRAMES]
+            return x, labels, heard if c.distill else None  # waveforms cross processes only when used
+        return draw
+
+
+_draw: Callable[[int, int], tuple] | Exception | None = None  # a worker process's drawing function
+
+
+def _start_worker(feed: _Feed) -> None:
+    global _draw
+    ignore_interrupts()
+    torch.set_num_threads(1)  # the workers share the cores with each other and the training process
+    kind = "wave" if feed.config.augment or feed.config.speed_perturb else "mel"
+    try:  # the parent built the cache (mapped here) and read the same acoustics
+        _draw = feed.drawer(build_cache(feed.data, feed.cache_dir, kind=kind), feed.acoustics())
+    except Exception as e:  # a failing initializer would be restarted for ever: the first batch raises it
+        _draw = e
+
+
+def _draw_in_worker(step: int, speakers: int) -> tuple:
+    if isinstance(_draw, Exception):
+        raise _draw
+    return _draw(step, speakers)
+
+
+class _Batches:
+    """The batches of steps start..stop-1 in order, drawn in the training process or, with workers > 1,
+    up to two a worker ahead in a pool of processes."""
+
+    def __init__(self, feed: _Feed, start: int, stop: int, speakers: int, workers: int, cache,
+                 acoustics: Acoustics | None):
+        self.next_step, self.stop, self.speakers, self.pending = start, stop, speakers, []
+        self.pool = None
+        if workers > 1:
+            self.pool = multiprocessing.get_context("spawn").Pool(workers, _start_worker, (feed,))
+            self.ahead = 2 * workers
+        else:
+            self.draw = feed.drawer(cache, acoustics)
+
+    def __next__(self) -> tuple:
+        if self.pool is None:
+            self.next_step += 1
+            return self.draw(self.next_step - 1, self.speakers)
+        while len(self.pending) < self.ahead and self.next_step < self.stop:
+            self.pending.append(self.pool.apply_async(_draw_in_worker, (self.next_step, self.speakers)))
+            self.next_step += 1
+        return self.pending.pop(0).get()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+
+
 def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
           encoder_config: EncoderConfig = EncoderConfig(), config: TrainConfig = TrainConfig(),
           device: torch.device = torch.device("cpu"), resume: str | Path | None = None,
@@ -138,13 +228,10 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
                          "and one process")
     train_cache = build_cache(train_data, cache_dir, workers, hook if rank == 0 else None,
                               kind="wave" if waves else "mel")
-    # the teacher hears 1.6 s ending with the window: on 0.4 s alone its similarities are near chance
-    span = PRE_ROLL + TEACHER_SAMPLES if config.distill else SPAN
-    sampler = (BatchSampler(train_cache, span, WINDOW_SAMPLES, SPEEDS if config.speed_perturb else (1.0,))
-               if waves else BatchSampler(train_cache))
+    feed = _Feed(train_data, cache_dir, config)
+    sampler = feed.sampler(train_cache)
     teacher = Teacher(resemblyzer_weights()) if config.distill else None
-    acoustics = (load_acoustics([Path(d) for d in config.rir_dirs], [Path(d) for d in config.noise_dirs], config.seed,
-                                  config.augment_clean, config.augment_edges) if config.augment else None)
+    acoustics = feed.acoustics()  # read here, before anything long, whatever the workers: bad files said early
     hook("data", speakers=len(sampler.speakers), files=len(train_cache.speakers),
          skipped=train_cache.skipped, dropped=sampler.dropped)
     if len(sampler.speakers) < 2:
@@ -199,20 +286,14 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
     calibration = ckpt.get("calibration") if resume else None
     stop = _StopRequest()
     whole = True  # weights, optimiser, step count and that step's validation agree: a state to save
+    batches = _Batches(feed, step, config.steps, s, workers, train_cache, acoustics)
     try:
         while step < config.steps:
             if stop.requested:
                 raise KeyboardInterrupt
             # every step's randomness derives from (seed, step): a resumed run redraws the same batches
-            rng = np.random.default_rng([config.seed, step])
             torch.manual_seed(config.seed * 1_000_003 + step)
-            x, labels = sampler.batch(rng, s, config.windows_per_speaker)
-            if acoustics is not None:
-                x, heard = acoustics.batch(x, config.windows_per_speaker, rng)
-            elif waves:
-                x, heard = window_log_mels(x)
-            else:
-                x = x[:, :WINDOW_FRAMES]
+            x, labels, heard = next(batches)
             for group in optimizer.param_groups:
                 group["lr"] = float(config.lr * schedule(step))  # a numpy float would not load with weights_only
             if world > 1:  # each process embeds its slice; the loss sees every pair of the whole batch
@@ -271,6 +352,7 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
         last = out_dir / "last.pt"  # else the last whole step saved, if any: a resume redoes the rest
         raise TrainingInterrupted(last if last.exists() else None, int(stop.signum)) from None
     finally:
+        batches.close()
         stop.restore()
         if world > 1:
             torch.distributed.destroy_process_group()

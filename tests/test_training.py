@@ -132,6 +132,17 @@ def test_an_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(few_v
     assert resumed["running_loss"] == pytest.approx(straight["running_loss"], rel=1e-6)  # the logged loss too
 
 
+def test_batches_drawn_ahead_by_worker_processes_train_the_same_weights(few_voices, tmp_path):
+    """With --workers, batches (here speed-perturbed waveforms in rooms and noise) are drawn in other
+    processes ahead of their step: the run is the one drawn in the training process, step for step."""
+    data, cache, config = list_dataset(few_voices), tmp_path / "cache", WAVE_CONFIG
+    train(data, None, tmp_path / "serial", RESUME_ENCODER, config, cache_dir=cache)
+    train(data, None, tmp_path / "workers", RESUME_ENCODER, config, cache_dir=cache, workers=2)
+    serial, workers = load_checkpoint(tmp_path / "serial" / "last.pt"), load_checkpoint(tmp_path / "workers" / "last.pt")
+    assert serial["step"] == workers["step"] == config.steps
+    assert_same_training_state(workers, serial, weights_atol=0, moments_rtol=0)
+
+
 def test_a_second_ctrl_c_inside_a_step_saves_nothing_of_it_and_the_resume_matches_an_unbroken_run(few_voices,
                                                                                                    tmp_path):
     """Stopped while step 4 is being validated (the second Ctrl-C of an impatient user): last.pt stays at
