@@ -1,5 +1,5 @@
-"""The training loop: siamese KL encoder on S x M batches, validation EER, best/last checkpoints, resume,
-and torchrun/DDP when launched with more than one process."""
+"""The training loop: siamese KL encoder on S x M batches (drawn ahead in worker processes with --workers),
+validation EER, best/last checkpoints, resume, and torchrun/DDP when launched with more than one process."""
 from __future__ import annotations
 
 import dataclasses
@@ -123,8 +123,13 @@ class _Feed:
     cache_dir: Path
     config: TrainConfig
 
+    @property
+    def kind(self) -> str:
+        """The feature cache's kind: augmentation and speed perturbation work on the waveform."""
+        return "wave" if self.config.augment or self.config.speed_perturb else "mel"
+
     def sampler(self, cache) -> BatchSampler:
-        if not (self.config.augment or self.config.speed_perturb):
+        if self.kind == "mel":
             return BatchSampler(cache)
         # the teacher hears 1.6 s ending with the window: on 0.4 s alone its similarities are near chance
         span = PRE_ROLL + TEACHER_SAMPLES if self.config.distill else SPAN
@@ -161,9 +166,8 @@ def _start_worker(feed: _Feed) -> None:
     global _draw
     ignore_interrupts()
     torch.set_num_threads(1)  # the workers share the cores with each other and the training process
-    kind = "wave" if feed.config.augment or feed.config.speed_perturb else "mel"
     try:  # the parent built the cache (mapped here) and read the same acoustics
-        _draw = feed.drawer(build_cache(feed.data, feed.cache_dir, kind=kind), feed.acoustics())
+        _draw = feed.drawer(build_cache(feed.data, feed.cache_dir, kind=feed.kind), feed.acoustics())
     except Exception as e:  # a failing initializer would be restarted for ever: the first batch raises it
         _draw = e
 
@@ -222,13 +226,11 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
             raise ModelError(f"{resume}: holds no training state to resume (use --init to fine-tune from it)")
         saved = {k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["train_config"].items()}
         config = dataclasses.replace(TrainConfig(**saved), steps=config.steps)
-    waves = config.augment or config.speed_perturb  # both work on the waveform
-    if config.distill and (world > 1 or not waves):  # said before any audio is read
+    feed = _Feed(train_data, cache_dir, config)
+    if config.distill and (world > 1 or feed.kind != "wave"):  # said before any audio is read
         raise ValueError("distillation needs --augment or --speed-perturb (the teacher hears waveforms), "
                          "and one process")
-    train_cache = build_cache(train_data, cache_dir, workers, hook if rank == 0 else None,
-                              kind="wave" if waves else "mel")
-    feed = _Feed(train_data, cache_dir, config)
+    train_cache = build_cache(train_data, cache_dir, workers, hook if rank == 0 else None, kind=feed.kind)
     sampler = feed.sampler(train_cache)
     teacher = Teacher(resemblyzer_weights()) if config.distill else None
     acoustics = feed.acoustics()  # read here, before anything long, whatever the workers: bad files said early
