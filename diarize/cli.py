@@ -136,7 +136,7 @@ def train(
 
     from .data import DataError, list_dataset, split_speakers
     from .model import EncoderConfig, ModelError, load_checkpoint, pick_device, resolve_model_path
-    from .train import TrainConfig, TrainingInterrupted, train as run_training
+    from .train import TrainConfig, TrainingInterrupted, WorkerDied, train as run_training
 
     def given(*names: str) -> list[str]:
         """The options among `names` typed on the command line (not left at their defaults)."""
@@ -245,7 +245,7 @@ def train(
             console.print(f"interrupted: {last} holds the last whole step; continue with --resume {last}" if last
                           else "interrupted before the first checkpoint: nothing to resume")
             raise typer.Exit(128 + e.args[1])  # the shell's code for death by that signal: 130, 143
-        except (DataError, ModelError, ValueError) as e:
+        except (DataError, ModelError, ValueError, WorkerDied) as e:
             fail(str(e))
         except OSError as e:
             fail(f"{e.filename}: {e.strerror}")

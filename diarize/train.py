@@ -9,6 +9,8 @@ import os
 import signal
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -53,6 +55,10 @@ class TrainConfig:
 class TrainingInterrupted(Exception):
     """Raised after Ctrl-C/SIGTERM once the last completed step is saved; carries that checkpoint (None if
     there is none yet) and the signal's number."""
+
+
+class WorkerDied(RuntimeError):
+    """A process drawing batches (--workers) ended abruptly."""
 
 
 class _StopRequest:
@@ -180,14 +186,15 @@ def _draw_in_worker(step: int, speakers: int) -> tuple:
 
 class _Batches:
     """The batches of steps start..stop-1 in order, drawn in the training process or, with workers > 1,
-    up to two a worker ahead in a pool of processes."""
+    up to two a worker ahead in a pool of processes (one that says so when a worker dies, where a
+    multiprocessing.Pool would wait for its batch for ever)."""
 
     def __init__(self, feed: _Feed, start: int, stop: int, speakers: int, workers: int, cache,
                  acoustics: Acoustics | None):
         self.next_step, self.stop, self.speakers, self.pending = start, stop, speakers, []
         self.pool = None
         if workers > 1:
-            self.pool = multiprocessing.get_context("spawn").Pool(workers, _start_worker, (feed,))
+            self.pool = ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), _start_worker, (feed,))
             self.ahead = 2 * workers
         else:
             self.draw = feed.drawer(cache, acoustics)
@@ -196,15 +203,18 @@ class _Batches:
         if self.pool is None:
             self.next_step += 1
             return self.draw(self.next_step - 1, self.speakers)
-        while len(self.pending) < self.ahead and self.next_step < self.stop:
-            self.pending.append(self.pool.apply_async(_draw_in_worker, (self.next_step, self.speakers)))
-            self.next_step += 1
-        return self.pending.pop(0).get()
+        try:
+            while len(self.pending) < self.ahead and self.next_step < self.stop:
+                self.pending.append(self.pool.submit(_draw_in_worker, self.next_step, self.speakers))
+                self.next_step += 1
+            return self.pending.pop(0).result()
+        except BrokenProcessPool:
+            raise WorkerDied("a process drawing training batches died (out of memory?): resume from the "
+                             "run's last.pt, with fewer --workers") from None
 
     def close(self) -> None:
         if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
+            self.pool.shutdown(wait=True, cancel_futures=True)  # the batches in flight take a fraction of a second
 
 
 def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,

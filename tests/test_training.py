@@ -16,7 +16,7 @@ from synthetic import random_voice, spread_voices, write_speakers
 
 from diarize.data import build_cache, list_dataset
 from diarize.model import EncoderConfig, ModelError, SpeakerEncoder, load_checkpoint, load_model
-from diarize.train import TrainConfig, TrainingInterrupted, train
+from diarize.train import TrainConfig, TrainingInterrupted, WorkerDied, train
 from diarize.validation import set_eer, speaker_set
 
 CPU = torch.device("cpu")
@@ -141,6 +141,20 @@ def test_batches_drawn_ahead_by_worker_processes_train_the_same_weights(few_voic
     serial, workers = load_checkpoint(tmp_path / "serial" / "last.pt"), load_checkpoint(tmp_path / "workers" / "last.pt")
     assert serial["step"] == workers["step"] == config.steps
     assert_same_training_state(workers, serial, weights_atol=0, moments_rtol=0)
+
+
+def test_a_batch_worker_that_dies_stops_the_run_with_an_error_instead_of_a_hang(few_voices, tmp_path):
+    """A worker killed (out of memory, say) leaves its batch undrawn: the run says so and stops."""
+    import multiprocessing
+
+    def kill_a_worker(event: str, **info) -> None:
+        if event == "step" and info["step"] == 2:
+            os.kill(multiprocessing.active_children()[0].pid, signal.SIGKILL)
+
+    config = dataclasses.replace(WAVE_CONFIG, steps=40)
+    with pytest.raises(WorkerDied, match="died"):
+        train(list_dataset(few_voices), None, tmp_path / "run", RESUME_ENCODER, config, cache_dir=tmp_path / "cache",
+              workers=2, hook=kill_a_worker)
 
 
 def test_a_second_ctrl_c_inside_a_step_saves_nothing_of_it_and_the_resume_matches_an_unbroken_run(few_voices,
