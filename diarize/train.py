@@ -174,7 +174,7 @@ def _start_worker(feed: _Feed) -> None:
     torch.set_num_threads(1)  # the workers share the cores with each other and the training process
     try:  # the parent built the cache (mapped here) and read the same acoustics
         _draw = feed.drawer(build_cache(feed.data, feed.cache_dir, kind=feed.kind), feed.acoustics())
-    except Exception as e:  # a failing initializer would be restarted for ever: the first batch raises it
+    except Exception as e:  # a raising initializer breaks the pool without saying why: the first batch says it
         _draw = e
 
 
