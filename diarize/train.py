@@ -146,10 +146,9 @@ class _Feed:
         return (load_acoustics([Path(d) for d in c.rir_dirs], [Path(d) for d in c.noise_dirs], c.seed,
                                c.augment_clean, c.augment_edges) if c.augment else None)
 
-    def drawer(self, cache, acoustics: Acoustics | None) -> Callable[[int, int], tuple]:
+    def drawer(self, sampler: BatchSampler, acoustics: Acoustics | None) -> Callable[[int, int], tuple]:
         """A function (step, speakers) -> (log-mel windows, identities, waveforms heard or None)."""
         c = self.config
-        sampler = self.sampler(cache)
 
         def draw(step: int, speakers: int) -> tuple:
             rng = np.random.default_rng([c.seed, step])
@@ -173,7 +172,7 @@ def _start_worker(feed: _Feed) -> None:
     ignore_interrupts()
     torch.set_num_threads(1)  # the workers share the cores with each other and the training process
     try:  # the parent built the cache (mapped here) and read the same acoustics
-        _draw = feed.drawer(build_cache(feed.data, feed.cache_dir, kind=feed.kind), feed.acoustics())
+        _draw = feed.drawer(feed.sampler(build_cache(feed.data, feed.cache_dir, kind=feed.kind)), feed.acoustics())
     except Exception as e:  # a raising initializer breaks the pool without saying why: the first batch says it
         _draw = e
 
@@ -189,7 +188,7 @@ class _Batches:
     up to two a worker ahead in a pool of processes (one that says so when a worker dies, where a
     multiprocessing.Pool would wait for its batch for ever)."""
 
-    def __init__(self, feed: _Feed, start: int, stop: int, speakers: int, workers: int, cache,
+    def __init__(self, feed: _Feed, start: int, stop: int, speakers: int, workers: int, sampler: BatchSampler,
                  acoustics: Acoustics | None):
         self.next_step, self.stop, self.speakers, self.pending = start, stop, speakers, []
         self.pool = None
@@ -197,7 +196,7 @@ class _Batches:
             self.pool = ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), _start_worker, (feed,))
             self.ahead = 2 * workers
         else:
-            self.draw = feed.drawer(cache, acoustics)
+            self.draw = feed.drawer(sampler, acoustics)  # the training process's own
 
     def __next__(self) -> tuple:
         if self.pool is None:
@@ -298,7 +297,7 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
     calibration = ckpt.get("calibration") if resume else None
     stop = _StopRequest()
     whole = True  # weights, optimiser, step count and that step's validation agree: a state to save
-    batches = _Batches(feed, step, config.steps, s, workers, train_cache, acoustics)
+    batches = _Batches(feed, step, config.steps, s, workers, sampler, acoustics)
     try:
         while step < config.steps:
             if stop.requested:
