@@ -643,41 +643,65 @@ def evaluate(
     collar: Annotated[float, typer.Option(min=0.0, help="Seconds forgiven on EACH side of every reference "
                                                         "boundary (pyannote's collar is twice this).")] = 0.0,
     skip_overlap: Annotated[bool, typer.Option(help="Do not score overlapped speech.")] = False,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the rows as JSON.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the rows as JSON (- for "
+                                                                     "stdout, instead of the table).")] = None,
     force: ForceOpt = False,
 ) -> None:
     """Score diarization: DER (missed, false alarm, confusion) and JER per file and in total.
 
+    Reference and hypothesis files are matched by the file id of their RTTM lines.
+
     Example: diarize evaluate refs/ hyps/ --collar 0.25
     """
+    import json
+
     from rich.table import Table
 
     from .evaluate import load_rttms, score
 
-    if json_out:
+    to_stdout = json_out is not None and str(json_out) == "-"
+    if json_out and not to_stdout:
         check_target(json_out, force)
+    merged: dict[str, list[str]] = {}
     try:
-        references, hypotheses = load_rttms(ref), load_rttms(hyp)
+        references, hypotheses = load_rttms(ref, merged), load_rttms(hyp, merged)
         if not references:
             fail(f"{ref}: no SPEAKER lines: nothing to score against")
+        if hypotheses and not set(references) & set(hypotheses):
+            fail(f"no file id of {hyp} is one of {ref}: {_ids(hypotheses)} against {_ids(references)}")
         rows = score(references, hypotheses, collar=2 * collar, skip_overlap=skip_overlap)
     except OSError as e:
         fail(f"{e.filename}: cannot read ({e.strerror})")
     except ValueError as e:
         fail(str(e))
-    table = Table(title=f"collar {collar:g} s each side, overlap {'skipped' if skip_overlap else 'scored'}")
-    for col in ("file", "DER %", "missed %", "false alarm %", "confusion %", "JER %", "speakers ref/hyp"):
-        table.add_column(col, justify="right" if col != "file" else "left")
-    for r in rows:
-        table.add_row(r["file"], *(f"{100 * r[k]:.2f}" for k in ("der", "missed", "false_alarm", "confusion", "jer")),
-                      f"{r['ref_speakers']}/{r['hyp_speakers']}")
-    Console().print(table)
-    missing = sorted(set(references) - set(hypotheses))
+    for file_id, names in merged.items():
+        warn(f"file id {file_id}: the turns of {', '.join(names)} differ and were merged")
+    unmatched = {k: v for k, v in hypotheses.items() if k not in references}
+    if unmatched:
+        warn(f"{len(unmatched)} hypothesis file ids are not in the reference, not scored: {_ids(unmatched)}")
+    records = [{k: v if isinstance(v, (str, int)) else float(v) for k, v in r.items()} for r in rows]
+    if to_stdout:
+        typer.echo(json.dumps(records, indent=1))
+    else:
+        table = Table(title=f"collar {collar:g} s each side, overlap {'skipped' if skip_overlap else 'scored'}")
+        for col in ("file", "DER %", "missed %", "false alarm %", "confusion %", "JER %", "speakers ref/hyp"):
+            table.add_column(col, justify="right" if col != "file" else "left")
+        for r in rows:
+            table.add_row(r["file"], *(f"{100 * r[k]:.2f}" for k in ("der", "missed", "false_alarm", "confusion", "jer")),
+                          f"{r['ref_speakers']}/{r['hyp_speakers']}")
+        Console().print(table)
+    missing = {k: v for k, v in references.items() if k not in hypotheses}
     if missing:
         warn(f"no hypothesis for {len(missing)} of {len(references)} reference files, scored as all missed: "
-             f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
-    if json_out:
-        write_json(json_out, [{k: v if isinstance(v, (str, int)) else float(v) for k, v in r.items()} for r in rows])
+             f"{_ids(missing)}")
+    if json_out and not to_stdout:
+        write_json(json_out, records)
+
+
+def _ids(turns_by_id: dict) -> str:
+    """A few file ids, for a message."""
+    ids = sorted(turns_by_id)
+    return ", ".join(ids[:5]) + (" ..." if len(ids) > 5 else "")
 
 
 @app.command()

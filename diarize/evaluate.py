@@ -6,18 +6,22 @@ from pathlib import Path
 from .writers import Turn, read_rttm, to_annotation
 
 
-def load_rttms(path: str | Path) -> dict[str, list[Turn]]:
-    """Turns by file id from one RTTM file or from every *.rttm file of a folder (merged by file id)."""
+def load_rttms(path: str | Path, merged: dict[str, list[str]] | None = None) -> dict[str, list[Turn]]:
+    """Turns by file id from one RTTM file or from every *.rttm file of a folder (merged by file id).
+    `merged`, when given, receives the file ids whose files give different turns (one recording split over
+    files, or two recordings under one id), each with the first file of every version."""
     path = Path(path)
     files = sorted(path.glob("*.rttm")) if path.is_dir() else [path]
     if not files:
         raise ValueError(f"{path}: no .rttm files in this folder")
-    out: dict[str, list[Turn]] = {}
+    found: dict[str, dict[frozenset, str]] = {}  # file id -> each distinct set of its turns -> first file giving it
     for f in files:
         for file_id, turns in read_rttm(f).items():
-            out.setdefault(file_id, []).extend(turns)
+            found.setdefault(file_id, {}).setdefault(frozenset(turns), f.name)
+    if merged is not None:
+        merged.update({file_id: list(sets.values()) for file_id, sets in found.items() if len(sets) > 1})
     # a folder may hold both per-file RTTMs and a combined one: a turn listed twice counts once
-    return {file_id: sorted(set(turns)) for file_id, turns in out.items()}
+    return {file_id: sorted(set().union(*sets)) for file_id, sets in found.items()}
 
 
 def _rate(seconds: float, total: float) -> float:

@@ -225,11 +225,38 @@ def test_evaluate_against_an_empty_reference_is_an_error(diarize, fails_cleanly,
     assert "nothing to score" in fails_cleanly(diarize("evaluate", empty, EXAMPLE_RTTM), "empty.rttm")
 
 
-def test_evaluate_warns_when_a_reference_has_no_hypothesis(diarize, succeeds, tmp_path):
-    hyp = tmp_path / "hyp.rttm"
-    hyp.write_text("SPEAKER other 1 0.0 1.0 <NA> <NA> a <NA> <NA>\n")
-    stderr = succeeds(diarize("evaluate", EXAMPLE_RTTM, hyp))
-    assert "warning:" in stderr and "no hypothesis for 1 of 1" in stderr and "meeting" in stderr
+def _rttm(path, *file_ids, speaker="a"):
+    path.write_text("".join(f"SPEAKER {f} 1 0.0 1.0 <NA> <NA> {speaker} <NA> <NA>\n" for f in file_ids))
+    return path
+
+
+def test_evaluate_warns_of_file_ids_found_on_one_side_only(diarize, succeeds, tmp_path):
+    ref, hyp = _rttm(tmp_path / "ref.rttm", "meeting", "call"), _rttm(tmp_path / "hyp.rttm", "meeting", "other")
+    stderr = succeeds(diarize("evaluate", ref, hyp))
+    assert "no hypothesis for 1 of 2 reference files" in stderr and "call" in stderr
+    assert "1 hypothesis file ids are not in the reference, not scored: other" in stderr
+
+
+def test_evaluate_with_no_file_id_in_common_is_an_error_naming_both_sides(diarize, fails_cleanly, tmp_path):
+    hyp = _rttm(tmp_path / "hyp.rttm", "other")
+    assert "other against meeting" in fails_cleanly(diarize("evaluate", EXAMPLE_RTTM, hyp), "no file id")
+
+
+def test_evaluate_warns_when_files_of_a_folder_disagree_about_one_file_id(diarize, succeeds, tmp_path):
+    hyps = tmp_path / "hyps"
+    hyps.mkdir()
+    _rttm(hyps / "a.rttm", "meeting", speaker="x")
+    _rttm(hyps / "b.rttm", "meeting", speaker="y")
+    _rttm(hyps / "c.rttm", "meeting", speaker="x")  # the same turns again: not a disagreement
+    stderr = succeeds(diarize("evaluate", EXAMPLE_RTTM, hyps))
+    assert "file id meeting: the turns of a.rttm, b.rttm differ and were merged" in stderr
+
+
+def test_evaluate_json_dash_writes_the_rows_to_stdout_instead_of_the_table(diarize, succeeds, tmp_path):
+    result = diarize("evaluate", EXAMPLE_RTTM, EXAMPLE_RTTM, "--json", "-")
+    succeeds(result)
+    assert [r["file"] for r in json.loads(result.stdout)] == ["meeting", "TOTAL"]
+    assert not (Path.cwd() / "-").exists()
 
 
 @pytest.mark.parametrize("command", ["validate", "benchmark"])
