@@ -11,7 +11,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from .hparams import FMAX, FMIN, HOP_LENGTH, LOG_FLOOR, N_FFT, N_MELS, SAMPLE_RATE
+from .hparams import FMAX, FMIN, HOP_LENGTH, LOG_FLOOR, N_FFT, N_MELS, SAMPLE_RATE, WINDOW_SECONDS
 
 
 class AudioError(ValueError):
@@ -55,15 +55,23 @@ def audio_duration(path: str | Path) -> float:
 
 def audio_warnings(path: str | Path) -> list[str]:
     """What is odd about a readable file but does not stop it being decoded: a WAV whose data stops
-    before its header says (cut off while being written or copied) is decoded as far as it goes."""
+    before its header says (cut off while being written or copied) is decoded as far as it goes; a rate
+    under telephone speech's 8 kHz lacks most of what tells voices apart; a file shorter than one window
+    holds too little to tell anyone."""
     info = load_audio_header(Path(path))
+    out = []
     cut = re.search(r"^data : (\d+) \(should be (\d+)\)", info.extra_info, re.M)  # libsndfile's WAV log
     # a writer that streams to a pipe cannot know the length and leaves 0xFFFFFFFF (or 0x7FFFFFFF) there
     if cut and 0 < int(cut.group(2)) < int(cut.group(1)) < 0x7FFFFFFF:
         promised, held = int(cut.group(1)), int(cut.group(2))
-        return [f"{path}: truncated: the header promises {info.duration * promised / held:.1f} s of audio, "
-                f"the file holds {info.duration:.1f} s; using what is there"]
-    return []
+        out.append(f"{path}: truncated: the header promises {info.duration * promised / held:.1f} s of audio, "
+                   f"the file holds {info.duration:.1f} s; using what is there")
+    if info.samplerate < 8000:
+        out.append(f"{path}: sampled at {info.samplerate} Hz: nothing above {info.samplerate // 2} Hz is heard "
+                   f"(the encoder learnt from 16 kHz speech)")
+    if info.duration < WINDOW_SECONDS:
+        out.append(f"{path}: {info.duration:.2f} s long, shorter than one {WINDOW_SECONDS:.1f} s window")
+    return out
 
 
 @functools.lru_cache(maxsize=4)

@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="rich")
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="rich",
+                  context_settings={"help_option_names": ["-h", "--help"]})
 console = Console(stderr=True, emoji=False)  # no emoji: ":x:" in a file name stays as it is
 
 
@@ -22,6 +23,9 @@ def error(message: str) -> None:
 
 def warn(message: str) -> None:
     console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+USAGE = 2  # the exit status of a command line that cannot work, as Click gives for its own checks
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -67,8 +71,15 @@ RoomsOpt = Annotated[bool, typer.Option(help="Also measure the held-out speakers
                                              "noise (a fixed rendering).")]
 ClipsOpt = Annotated[Optional[Path], typer.Option(
     help="Recordings with same-stem RTTMs: also measure same/different EER of 1.2 s pieces inside each.")]
-NoiseDirOpt = Annotated[Optional[list[Path]], typer.Option(help="Noise recordings for --augment and --rooms "
-                                                                "(repeatable).")]
+NoiseDirOpt = Annotated[Optional[list[Path]], typer.Option(help="Noise recordings that speech is put under: "
+                                                                "training's --augment, the rooms set of "
+                                                                "validation (repeatable).")]
+SeedOpt = Annotated[int, typer.Option(help="Seed of every random choice: one seed, one result.")]
+
+
+class EmbeddingLayer(str, enum.Enum):
+    blstm2 = "blstm2"
+    dense = "dense"
 
 
 def named_sets(paths: list[Path]) -> list:
@@ -91,13 +102,15 @@ def train(
     steps: Annotated[int, typer.Option(min=1, help="Optimiser steps in all.")] = 3000,
     speakers_per_batch: Annotated[int, typer.Option(min=2, help="S: speakers in a batch.")] = 32,
     windows_per_speaker: Annotated[int, typer.Option(min=2, help="M: windows per speaker in a batch.")] = 4,
-    lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate (cosine-decayed).")] = 1e-3,
+    lr: Annotated[float, typer.Option(min=1e-7, help="Adam learning rate (cosine-decayed).")] = 1e-3,
     margin: Annotated[float, typer.Option(min=0.0, help="KL hinge margin for different speakers.")] = 2.0,
     lstm_hidden: Annotated[int, typer.Option(min=1, help="Units per direction in each BLSTM.")] = 128,
     dense: Annotated[int, typer.Option(min=1, help="Width of the hidden dense layer.")] = 256,
     outputs: Annotated[int, typer.Option(min=2, help="K: softmax outputs compared by the KL.")] = 256,
-    dropout: Annotated[float, typer.Option(min=0.0, max=0.9)] = 0.2,
-    embedding_layer: Annotated[str, typer.Option(help="Embedding: blstm2 or dense.")] = "blstm2",
+    dropout: Annotated[float, typer.Option(min=0.0, max=0.9, help="Dropout between and after the BLSTM layers.")] = 0.2,
+    embedding_layer: Annotated[EmbeddingLayer, typer.Option(help="The inner layer used as the embedding: the "
+                                                                  "second BLSTM's time average, or the dense "
+                                                                  "layer.")] = EmbeddingLayer.blstm2,
     augment: Annotated[bool, typer.Option("--augment/--no-augment",
                                           help="Put the speech in simulated and --rir-dir rooms, noise "
                                                "(--noise-dir, coloured, babble), band limits, equalisers "
@@ -121,7 +134,7 @@ def train(
     device: DeviceOpt = "auto",
     resume: Annotated[Optional[Path], typer.Option(help="Continue from a last.pt checkpoint.")] = None,
     init: Annotated[Optional[Path], typer.Option(help="Fine-tune: start from this model's weights.")] = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: SeedOpt = 0,
     workers: Annotated[int, typer.Option(min=1, help="Processes computing features, then drawing (and "
                                                      "augmenting) batches ahead of the training step.")] = 1,
     threads: Annotated[int, typer.Option(min=0, help="Torch CPU threads (0: torch's default).")] = 0,
@@ -164,7 +177,7 @@ def train(
         run = {**ckpt.get("config", {}), **ckpt.get("train_config", {})}
         run["outputs"], run["dense"] = run.get("n_outputs"), list(run.get("dense", ()))[:1]
         typed = dict(lstm_hidden=lstm_hidden, dense=[dense], outputs=outputs, dropout=dropout,
-                     embedding_layer=embedding_layer, speakers_per_batch=speakers_per_batch,
+                     embedding_layer=embedding_layer.value, speakers_per_batch=speakers_per_batch,
                      windows_per_speaker=windows_per_speaker, lr=lr, margin=margin, augment=augment,
                      augment_clean=augment_clean, augment_edges=augment_edges, speed_perturb=speed_perturb,
                      distill=distill, val_every=val_every, seed=seed, val_speakers=val_speakers)
@@ -191,7 +204,7 @@ def train(
         if val_data is None and val_speakers:
             train_data, val_data = split_speakers(train_data, val_speakers, seed)
         enc_cfg = EncoderConfig(lstm_hidden=lstm_hidden, dense=(dense,), n_outputs=outputs, dropout=dropout,
-                                embedding_layer=embedding_layer)
+                                embedding_layer=embedding_layer.value)
         cfg = TrainConfig(steps=steps, speakers_per_batch=speakers_per_batch,
                           windows_per_speaker=windows_per_speaker, lr=lr, margin=margin, augment=augment,
                           augment_clean=augment_clean, augment_edges=augment_edges, speed_perturb=speed_perturb,
@@ -264,9 +277,9 @@ def train_overlap(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for best.pt and log.jsonl.")] = Path("runs/overlap"),
     steps: Annotated[int, typer.Option(min=1, help="Optimiser steps in all.")] = 3000,
     batch: Annotated[int, typer.Option(min=1, help="8 s chunks a step.")] = 32,
-    lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate (cosine-decayed).")] = 2e-3,
+    lr: Annotated[float, typer.Option(min=1e-7, help="Adam learning rate (cosine-decayed).")] = 2e-3,
     val_every: Annotated[int, typer.Option(min=1, help="Steps between validation rounds.")] = 250,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: SeedOpt = 0,
     threads: Annotated[int, typer.Option(min=0, help="Torch CPU threads (0: torch's default).")] = 0,
     force: ForceOpt = False,
 ) -> None:
@@ -365,7 +378,7 @@ def output_targets(audio: Path, out: str, out_dir: Path) -> list[tuple[str, str]
         return [(str(out_dir / f"{audio.stem}.{out}"), out)]
     fmt = Path(out).suffix.lower().lstrip(".")
     if fmt not in FORMATS:
-        fail(f"--out {out!r}: give a format ({', '.join(FORMATS)}, all), a path ending in one, or -")
+        fail(f"--out {out!r}: give a format ({', '.join(FORMATS)}, all), a path ending in one, or -", USAGE)
     return [(out, fmt)]
 
 
@@ -374,10 +387,12 @@ def plot_target(plot: Path, stem: str, several: bool) -> Path:
     return plot.with_name(f"{plot.stem}-{stem}{plot.suffix}") if several else plot
 
 
-def check_outputs(targets: dict[Path, list[str]], force: bool) -> None:
-    """Before any work: every input writes different files, none exists unless `force`, and each can be
-    written (missing folders are created when it is)."""
+def check_outputs(targets: dict[Path, list[str]], force: bool, skip_existing: bool = False) -> list[Path]:
+    """Before any work: every input writes different files, each can be written (missing folders are
+    created when it is), and none exists unless `force`; with `skip_existing`, the inputs whose outputs all
+    exist are left out (an interrupted batch carries on). Returns the inputs to diarize."""
     seen: dict[str, Path] = {}  # absolute output path -> the input writing it
+    existing: dict[Path, list[str]] = {}
     for source, paths in targets.items():
         for p in paths:
             if p == "-":
@@ -387,7 +402,18 @@ def check_outputs(targets: dict[Path, list[str]], force: bool) -> None:
                 fail(f"{seen[key]} and {source} would both write {p}; give them separate runs or --out-dir "
                      f"folders")
             seen[key] = source
-            check_target(Path(p), force)
+            check_writable(Path(p))
+            if Path(p).exists():
+                existing.setdefault(source, []).append(p)
+    files_of = {f: [p for p in paths if p != "-"] for f, paths in targets.items()}
+    done = [f for f, paths in files_of.items() if paths and existing.get(f) == paths]
+    if skip_existing:
+        existing = {f: paths for f, paths in existing.items() if f not in done}
+    if existing and not force:
+        clashes = [p for paths in existing.values() for p in paths]
+        which = f"{clashes[0]} and {len(clashes) - 1} more outputs exist" if len(clashes) > 1 else f"{clashes[0]} exists"
+        fail(f"{which}; use --force to overwrite{'' if skip_existing else ', or --skip-existing to keep whole ones'}")
+    return [f for f in targets if not (skip_existing and f in done)]
 
 
 def check_writable(path: Path) -> None:
@@ -428,12 +454,12 @@ ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existin
 
 @app.command()
 def cluster(
-    audio: Annotated[list[Path], typer.Argument(help="Audio files or folders of them.")],
+    audio: Annotated[list[Path], typer.Argument(metavar="AUDIO...", help="Audio files or folders of them.")],
     out: Annotated[str, typer.Option("--out", "-o", help="rttm, json, csv, srt or all (written as "
                                      "OUT_DIR/<stem>.<format>), a path whose suffix names the format, or - "
                                      "for RTTM on stdout.")] = "rttm",
-    out_dir: Annotated[Path, typer.Option(help="Folder for outputs named after each input (created when "
-                                                 "missing).")] = Path("."),
+    out_dir: Annotated[Optional[Path], typer.Option(help="Folder for outputs named after each input (created "
+                                                           "when missing; default: the current folder).")] = None,
     num_speakers: Annotated[Optional[int], typer.Option(min=1, help="Exactly this many speakers.")] = None,
     min_speakers: Annotated[int, typer.Option(min=1, help="At least this many speakers.")] = 1,
     max_speakers: Annotated[Optional[int], typer.Option(min=1, help="At most this many speakers.")] = None,
@@ -445,10 +471,12 @@ def cluster(
     window_hop: HopOpt = 0.2,
     overlap: Annotated[bool, typer.Option("--overlap/--no-overlap", help="Give overlapped speech a second "
                                                                       "speaker (the bundled detector).")] = False,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: SeedOpt = 0,
     batch_size: BatchOpt = 256,
     workers: Annotated[int, typer.Option(min=1, help="Files diarized in parallel processes.")] = 1,
     force: ForceOpt = False,
+    skip_existing: Annotated[bool, typer.Option(help="Leave out the inputs whose outputs all exist (to carry on "
+                                                     "with an interrupted batch).")] = False,
     plot: Annotated[Optional[Path], typer.Option(help="Draw a timeline PNG (one per input: <stem> is "
                                                       "appended when there are several).")] = None,
     ref: Annotated[Optional[Path], typer.Option(help="Reference RTTM (file or folder): drawn in the plot and "
@@ -466,16 +494,27 @@ def cluster(
     from .pipeline import PipelineConfig
 
     if max_speakers is not None and min_speakers > max_speakers:
-        fail(f"--min-speakers {min_speakers} is above --max-speakers {max_speakers}")
+        fail(f"--min-speakers {min_speakers} is above --max-speakers {max_speakers}", USAGE)
     if num_speakers is not None and not min_speakers <= num_speakers <= (max_speakers or num_speakers):
         fail(f"--num-speakers {num_speakers} is outside --min-speakers {min_speakers} / --max-speakers "
-             f"{max_speakers}")
+             f"{max_speakers}", USAGE)
+    names_a_file = out == "-" or bool(Path(out).suffix)
+    if out_dir is not None and str(out_dir) == "-":
+        fail("--out-dir -: give a folder (--out - writes RTTM to stdout)", USAGE)
+    if out_dir is not None and names_a_file:
+        warn(f"--out-dir {out_dir} is not used: --out {out} names where the turns go")
+    out_dir = out_dir or Path(".")
     files = audio_inputs(audio)
     if len(files) > 1 and out not in ("-", "all") and Path(out).suffix:
-        fail("--out names one file but several inputs were given: use a format and --out-dir")
+        fail("--out names one file but several inputs were given: use a format and --out-dir", USAGE)
     targets = {f: output_targets(f, out, out_dir) for f in files}
     plots = {f: plot_target(plot, f.stem, len(files) > 1) for f in files} if plot else {}
-    check_outputs({f: [p for p, _ in targets[f]] + ([str(plots[f])] if plot else []) for f in files}, force)
+    files = check_outputs({f: [p for p, _ in targets[f]] + ([str(plots[f])] if plot else []) for f in files},
+                          force, skip_existing)
+    if not files:
+        if not quiet:
+            console.print("every input's outputs exist: nothing to do")
+        return
     references = _load_references(ref) if ref else {}
     config = PipelineConfig(window_hop=window_hop, vad=vad.value, cluster=method.value, batch_size=batch_size,
                             overlap=overlap)
@@ -486,16 +525,13 @@ def cluster(
     from .writers import rttm_id
 
     failures, rows = 0, []
+    try:
+        results = diarize_files(files, model, device, options, workers)
+    except (ModelError, ValueError) as e:
+        fail(str(e))
     with progress_bar(quiet) as bar:
         task = bar.add_task("diarize", total=len(files), info="")
-        results = diarize_files(files, model, device, options, workers)
-        while True:
-            try:
-                path, result = next(results)
-            except StopIteration:
-                break
-            except (ModelError, ValueError) as e:
-                fail(str(e))
+        for path, result in results:
             bar.update(task, advance=1, info=path.name)
             if isinstance(result, str):
                 failures += 1
@@ -552,6 +588,8 @@ def _write_outputs(result, targets, plot: Optional[Path], references: dict) -> s
             path = plot
             plot_timeline(result.turns, plot, reference=references.get(rttm_id(result.file_id)),
                           title=result.file_id, duration=result.duration)
+    except BrokenPipeError:
+        raise  # stdout closed (| head): the run ends there, quietly
     except (OSError, ValueError) as e:
         return f"cannot write {path} ({getattr(e, 'strerror', None) or e})"
     return None
@@ -582,7 +620,7 @@ def _summary(rows, references: dict) -> None:
 
 @app.command()
 def embed(
-    audio: Annotated[list[Path], typer.Argument(help="Audio files or folders of them.")],
+    audio: Annotated[list[Path], typer.Argument(metavar="AUDIO...", help="Audio files or folders of them.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .npz or .json.")],
     level: Annotated[Level, typer.Option(help="window: every 0.4 s window; segment: clustered segments; "
                                               "speaker: one centroid per speaker found; file: one mean "
@@ -602,15 +640,25 @@ def embed(
 
     Example: diarize embed interview.wav --level speaker --out speakers.npz
     """
-    from .audio import AudioError
+    from .audio import AudioError, load_audio_header
     from .embeddings import collect_embeddings, save_embeddings
     from .model import ModelError, load_model
     from .pipeline import PipelineConfig
 
     if out.suffix.lower() not in (".npz", ".json"):
-        fail(f"--out {out}: use a .npz or .json path")
+        fail(f"--out {out}: use a .npz or .json path", USAGE)
     check_target(out, force)
     files = audio_inputs(audio)
+    unreadable = []
+    for path in files:  # every bad input named at once: nothing is written unless all are read
+        try:
+            load_audio_header(path)
+        except AudioError as e:
+            unreadable.append(str(e))
+    for message in unreadable:
+        error(message)
+    if unreadable:
+        fail(f"{len(unreadable)} of {len(files)} inputs cannot be read: nothing written")
     try:
         encoder = load_model(model, device)
     except (ModelError, ValueError) as e:

@@ -153,7 +153,9 @@ def load_checkpoint(path: str | Path) -> dict:
         if isinstance(e, (IndexError, KeyError, EOFError)) or not any(c.isalpha() for c in detail):
             # "pop from empty list", a bare pickle opcode ("105"): the unpickler choking on other data
             detail = "not a PyTorch file"
-        raise ModelError(f"{path}: not a diarize model ({detail[:120]})") from None
+        elif "zip archive" in detail:  # torch's reader finds no end to the archive
+            detail = "truncated or damaged"
+        raise ModelError(f"{path}: not a diarize model ({_shortened(detail)})") from None
     if not isinstance(ckpt, dict) or "format_version" not in ckpt or "state_dict" not in ckpt:
         raise ModelError(f"{path}: not a diarize model (no format_version/state_dict)")
     if ckpt["format_version"] != FORMAT_VERSION:
@@ -162,14 +164,21 @@ def load_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
+def _shortened(text: str, limit: int = 120) -> str:
+    """At most `limit` characters, cut between words."""
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
+
+
 def encoder_from_checkpoint(ckpt: dict, path: str | Path = "model") -> SpeakerEncoder:
+    if ckpt.get("kind") == "overlap":
+        raise ModelError(f"{path}: an overlap detector (for cluster --overlap), not a speaker encoder")
     try:
         cfg = dict(ckpt["config"])
         cfg["dense"] = tuple(cfg.get("dense", ()))
         encoder = SpeakerEncoder(EncoderConfig(**cfg))
         encoder.load_state_dict(ckpt["state_dict"])
     except (TypeError, KeyError, RuntimeError, ValueError) as e:
-        raise ModelError(f"{path}: config and weights do not match ({str(e).splitlines()[0][:120]})") from None
+        raise ModelError(f"{path}: config and weights do not match ({_shortened(str(e).splitlines()[0])})") from None
     return encoder
 
 

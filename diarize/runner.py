@@ -41,9 +41,14 @@ def diarize_files(files: list[Path], model: str | None, device: str, options: di
                   workers: int = 1) -> Iterator[tuple[Path, Diarization | str]]:
     """Yield (path, result or error message) for each file, in input order. The model is loaded once
     per process; with workers > 1 each process gets an equal share of the CPU threads. A model that
-    cannot be loaded raises ModelError (or ValueError for the device) before any file is read."""
+    cannot be loaded raises ModelError (or ValueError for the device) here, before any file is read."""
     global _worker_model
     _worker_model = load_model(model, device)  # here first: a worker whose initializer fails is respawned forever
+    return _results(files, model, device, options, workers)
+
+
+def _results(files: list[Path], model: str | None, device: str, options: dict,
+             workers: int) -> Iterator[tuple[Path, Diarization | str]]:
     if workers <= 1 or len(files) <= 1:
         for path in files:
             yield _run(path, options)

@@ -155,12 +155,23 @@ def test_embed_of_audio_shorter_than_one_window_gives_one_padded_window(diarize,
         assert z["start"][0] == 0 and z["end"][0] == pytest.approx(0.2)
 
 
-def test_embed_with_one_unreadable_input_writes_nothing(diarize, fails_cleanly, make_audio, tmp_path):
-    bad = tmp_path / "bad.wav"
+def test_embed_with_unreadable_inputs_names_every_one_and_writes_nothing(diarize, fails_cleanly, make_audio,
+                                                                          tmp_path):
+    bad, empty = tmp_path / "bad.wav", tmp_path / "empty.wav"
     bad.write_text("not audio")
-    result = diarize("embed", make_audio("two.wav"), bad, "--out", tmp_path / "e.npz")
-    assert "not readable audio" in fails_cleanly(result, "bad.wav")
+    empty.write_bytes(b"")
+    result = diarize("embed", make_audio("two.wav"), bad, empty, tmp_path / "gone.wav", "--out", tmp_path / "e.npz")
+    errors = fails_cleanly(result, "3 of 4 inputs cannot be read")
+    assert all(name in errors for name in ("bad.wav", "empty.wav", "gone.wav"))
     assert not (tmp_path / "e.npz").exists()
+
+
+def test_a_file_shorter_than_one_window_or_under_8_khz_is_warned_of(diarize, succeeds, make_audio, tmp_path):
+    short = make_audio("short.wav", np.zeros(3200, np.float32))
+    low = make_audio("low.wav", np.zeros(6000, np.float32), sr=6000)
+    stderr = succeeds(diarize("embed", short, low, "--out", tmp_path / "e.npz"))
+    assert "short.wav: 0.20 s long, shorter than one 0.4 s window" in stderr
+    assert "low.wav: sampled at 6000 Hz" in stderr
 
 
 def test_embed_refuses_an_existing_output_without_force(diarize, fails_cleanly, succeeds, make_audio, tmp_path):
@@ -310,9 +321,17 @@ def test_info_shows_the_model_file_and_its_architecture(diarize, succeeds, tiny_
 def test_help_of_the_tool_and_of_every_command_has_an_example(command):
     from typer.testing import CliRunner
 
-    result = CliRunner().invoke(app, ([command] if command else []) + ["--help"])
-    assert result.exit_code == 0, result.output
-    assert "Example" in result.stdout
+    for flag in ("--help", "-h"):
+        result = CliRunner().invoke(app, ([command] if command else []) + [flag])
+        assert result.exit_code == 0, result.output
+        assert "Example" in result.stdout
+
+
+def test_an_overlap_detector_given_as_the_encoder_is_named_for_what_it_is(diarize, fails_cleanly, make_audio):
+    from diarize.model import MODELS_DIR
+
+    result = diarize("cluster", make_audio("two.wav"), "--model", MODELS_DIR / "overlap" / "diarize-overlap.pt")
+    assert "not a speaker encoder" in fails_cleanly(result, "overlap detector")
 
 
 # ---- outputs are written whole or not at all

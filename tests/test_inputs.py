@@ -1,6 +1,7 @@
 """What `diarize cluster` promises for any input: a correct result, or one `error:` line on stderr that
 names the file, a non-zero exit, never a traceback and never a half-written output."""
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -172,7 +173,18 @@ def test_min_speakers_above_max_speakers_is_an_error(diarize, fails_cleanly, mak
     result = diarize("cluster", make_audio("two.wav"), "--out-dir", tmp_path, "--min-speakers", 3,
                      "--max-speakers", 2)
     fails_cleanly(result, "--min-speakers 3", "--max-speakers 2")
+    assert result.exit_code == 2  # a command line that cannot work, as Click's own checks exit
     assert not (tmp_path / "two.rttm").exists()
+
+
+def test_out_dir_dash_is_a_usage_error_and_an_unused_out_dir_is_warned_of(diarize, fails_cleanly, succeeds,
+                                                                          make_audio, tmp_path):
+    wav = make_audio("two.wav")
+    result = diarize("cluster", wav, "--out-dir", "-")
+    assert result.exit_code == 2 and "give a folder" in fails_cleanly(result, "--out-dir -")
+    assert not (Path.cwd() / "-").exists()
+    stderr = succeeds(diarize("cluster", wav, "--out", tmp_path / "t.json", "--out-dir", tmp_path / "unused"))
+    assert "--out-dir" in stderr and "is not used" in stderr and not (tmp_path / "unused").exists()
 
 
 def test_num_speakers_outside_min_and_max_speakers_is_an_error(diarize, fails_cleanly, make_audio, tmp_path):
@@ -253,6 +265,30 @@ def test_an_existing_output_is_replaced_with_force(diarize, succeeds, make_audio
     succeeds(diarize("cluster", make_audio("two.wav"), "--out-dir", tmp_path, "--force"))
     assert turns_of(tmp_path / "two.rttm")
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_skip_existing_carries_on_with_the_inputs_whose_outputs_are_not_all_written(diarize, succeeds,
+                                                                                      fails_cleanly, make_audio,
+                                                                                      tmp_path):
+    done, half, new = make_audio("done.wav"), make_audio("half.wav"), make_audio("new.wav")
+    out = tmp_path / "o"
+    out.mkdir()
+    for name in ("done.rttm", "done.json", "half.rttm"):
+        (out / name).write_text("kept\n")
+    # every clash is counted, and both ways on are named
+    error = fails_cleanly(diarize("cluster", done, half, new, "--out", "all", "--out-dir", out),
+                          "--force", "--skip-existing")
+    assert "and 2 more outputs exist" in error
+    for name in ("done.csv", "done.srt"):
+        (out / name).write_text("kept\n")
+    # the input written whole is left alone; the one written in part needs --force to be redone
+    assert "half.rttm exists;" in fails_cleanly(diarize("cluster", done, half, new, "--out", "all", "--out-dir", out,
+                                                      "--skip-existing"), "--force")
+    succeeds(diarize("cluster", done, half, new, "--out", "all", "--out-dir", out, "--skip-existing", "--force"))
+    assert all((out / f"done.{f}").read_text() == "kept\n" for f in ("rttm", "json", "csv", "srt"))
+    assert turns_of(out / "half.rttm") and turns_of(out / "new.rttm")
+    result = diarize("cluster", done, half, new, "--out", "all", "--out-dir", out, "--skip-existing")
+    assert "nothing to do" in succeeds(result)
 
 
 def test_out_all_writes_every_format(diarize, succeeds, make_audio, tmp_path):
