@@ -124,7 +124,7 @@ def train(
                                                      "more speakers.")] = False,
     rir_dir: Annotated[Optional[list[Path]], typer.Option(help="Impulse responses for --augment (repeatable).")] = None,
     distill: Annotated[float, typer.Option(min=0.0, help="Weight of a term matching the batch's similarities "
-                                                         "to Resemblyzer's (pip install resemblyzer; needs "
+                                                         "to Resemblyzer's (pip install -e '.[distill]'; needs "
                                                          "--augment or --speed-perturb; 0: none).")] = 0.0,
     noise_dir: NoiseDirOpt = None,
     also: AlsoOpt = None,
