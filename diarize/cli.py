@@ -339,6 +339,12 @@ class Level(str, enum.Enum):
     file = "file"
 
 
+NumSpeakersOpt = Annotated[Optional[int], typer.Option(min=1, help="Exactly this many speakers.")]
+MinSpeakersOpt = Annotated[int, typer.Option(min=1, help="At least this many speakers.")]
+MaxSpeakersOpt = Annotated[Optional[int], typer.Option(min=1, help="At most this many speakers.")]
+VadOpt = Annotated[VAD, typer.Option(help="Speech detector: silero (silero-vad) or energy (faster, for clean audio).")]
+ClusterOpt = Annotated[Method, typer.Option("--cluster", help="Clustering when the count is estimated, with the "
+                                                              "model's calibration.")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model name in models/ or a .pt path "
                                                                           "(default: the bundled model).")]
 BatchOpt = Annotated[int, typer.Option(min=1, help="Windows per forward pass.")]
@@ -380,6 +386,15 @@ def output_targets(audio: Path, out: str, out_dir: Path) -> list[tuple[str, str]
     if fmt not in FORMATS:
         fail(f"--out {out!r}: give a format ({', '.join(FORMATS)}, all), a path ending in one, or -", USAGE)
     return [(out, fmt)]
+
+
+def check_counts(num_speakers: Optional[int], min_speakers: int, max_speakers: Optional[int]) -> None:
+    """The speaker-count options agree, or a usage error."""
+    if max_speakers is not None and min_speakers > max_speakers:
+        fail(f"--min-speakers {min_speakers} is above --max-speakers {max_speakers}", USAGE)
+    if num_speakers is not None and not min_speakers <= num_speakers <= (max_speakers or num_speakers):
+        fail(f"--num-speakers {num_speakers} is outside --min-speakers {min_speakers} / --max-speakers "
+             f"{max_speakers}", USAGE)
 
 
 def plot_target(plot: Path, stem: str, several: bool) -> Path:
@@ -460,14 +475,13 @@ def cluster(
                                      "for RTTM on stdout.")] = "rttm",
     out_dir: Annotated[Optional[Path], typer.Option(help="Folder for outputs named after each input (created "
                                                            "when missing; default: the current folder).")] = None,
-    num_speakers: Annotated[Optional[int], typer.Option(min=1, help="Exactly this many speakers.")] = None,
-    min_speakers: Annotated[int, typer.Option(min=1, help="At least this many speakers.")] = 1,
-    max_speakers: Annotated[Optional[int], typer.Option(min=1, help="At most this many speakers.")] = None,
+    num_speakers: NumSpeakersOpt = None,
+    min_speakers: MinSpeakersOpt = 1,
+    max_speakers: MaxSpeakersOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
-    vad: Annotated[VAD, typer.Option(help="Speech detector: silero (silero-vad) or energy (faster, for clean audio).")] = VAD.silero,
-    method: Annotated[Method, typer.Option("--cluster", help="Clustering when the count is estimated, with "
-                                                             "the model's calibration.")] = Method.ahc,
+    vad: VadOpt = VAD.silero,
+    method: ClusterOpt = Method.ahc,
     window_hop: HopOpt = 0.2,
     overlap: Annotated[bool, typer.Option("--overlap/--no-overlap", help="Give overlapped speech a second "
                                                                       "speaker (the bundled detector).")] = False,
@@ -493,11 +507,7 @@ def cluster(
     """
     from .pipeline import PipelineConfig
 
-    if max_speakers is not None and min_speakers > max_speakers:
-        fail(f"--min-speakers {min_speakers} is above --max-speakers {max_speakers}", USAGE)
-    if num_speakers is not None and not min_speakers <= num_speakers <= (max_speakers or num_speakers):
-        fail(f"--num-speakers {num_speakers} is outside --min-speakers {min_speakers} / --max-speakers "
-             f"{max_speakers}", USAGE)
+    check_counts(num_speakers, min_speakers, max_speakers)
     names_a_file = out == "-" or bool(Path(out).suffix)
     if out_dir is not None and str(out_dir) == "-":
         fail("--out-dir -: give a folder (--out - writes RTTM to stdout)", USAGE)
@@ -625,6 +635,11 @@ def embed(
     level: Annotated[Level, typer.Option(help="window: every 0.4 s window; segment: clustered segments; "
                                               "speaker: one centroid per speaker found; file: one mean "
                                               "embedding per input.")] = Level.window,
+    num_speakers: NumSpeakersOpt = None,
+    min_speakers: MinSpeakersOpt = 1,
+    max_speakers: MaxSpeakersOpt = None,
+    vad: VadOpt = VAD.silero,
+    method: ClusterOpt = Method.ahc,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     window_hop: HopOpt = 0.2,
@@ -638,7 +653,9 @@ def embed(
     segment level), one row each; .json holds the same as {path, start, end, speaker, embedding}
     records. Nothing is written unless every input is read.
 
-    Example: diarize embed interview.wav --level speaker --out speakers.npz
+    The speaker options (count, --vad, --cluster) shape the segment and speaker levels, as for cluster.
+
+    Example: diarize embed interview.wav --level speaker --num-speakers 2 --out speakers.npz
     """
     from .audio import AudioError, load_audio_header
     from .embeddings import collect_embeddings, save_embeddings
@@ -647,6 +664,7 @@ def embed(
 
     if out.suffix.lower() not in (".npz", ".json"):
         fail(f"--out {out}: use a .npz or .json path", USAGE)
+    check_counts(num_speakers, min_speakers, max_speakers)
     check_target(out, force)
     files = audio_inputs(audio)
     unreadable = []
@@ -663,7 +681,8 @@ def embed(
         encoder = load_model(model, device)
     except (ModelError, ValueError) as e:
         fail(str(e))
-    config = PipelineConfig(window_hop=window_hop, batch_size=batch_size)
+    config = PipelineConfig(window_hop=window_hop, batch_size=batch_size, vad=vad.value, cluster=method.value)
+    counts = dict(num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers)
 
     def done(path: Path, warnings: list[str]) -> None:
         bar.update(task, advance=1, info=path.name)
@@ -673,7 +692,7 @@ def embed(
     with progress_bar(quiet) as bar:
         task = bar.add_task("embed", total=len(files), info="")
         try:
-            result = collect_embeddings(files, encoder, level.value, config, done)
+            result = collect_embeddings(files, encoder, level.value, config, done, counts)
         except (AudioError, ValueError) as e:
             fail(str(e))
     try:
@@ -868,7 +887,7 @@ def benchmark(
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     window_hop: HopOpt = 0.2,
-    vad: Annotated[VAD, typer.Option(help="Speech detector: silero (silero-vad) or energy (faster, for clean audio).")] = VAD.silero,
+    vad: VadOpt = VAD.silero,
     overlap: Annotated[bool, typer.Option("--overlap/--no-overlap", help="Give overlapped speech a second "
                                                                       "speaker (the bundled detector).")] = False,
     batch_size: BatchOpt = 256,

@@ -15,10 +15,12 @@ from .writers import atomic_write
 
 def collect_embeddings(files: list[Path], encoder: SpeakerEncoder, level: str = "window",
                        config: PipelineConfig = PipelineConfig(),
-                       on_file: Callable[[Path, list[str]], None] | None = None) -> dict[str, np.ndarray]:
+                       on_file: Callable[[Path, list[str]], None] | None = None,
+                       counts: dict | None = None) -> dict[str, np.ndarray]:
     """Rows of embeddings (N x D float32, L2-normalised) with start/end seconds (ends never past the end
-    of the audio), source path and, for segments and speakers, the speaker label. `file` gives one row
-    per input, in input order: the mean of its speech windows (all windows when no speech is found).
+    of the audio), source path and, for segments and speakers, the speaker label (found with `counts`:
+    num_speakers, min_speakers, max_speakers as `pipeline.diarize` takes them). `file` gives one row per
+    input, in input order: the mean of its speech windows (all windows when no speech is found).
     on_file(path, warnings) follows each input. An unreadable input raises AudioError naming it."""
     rows: dict[str, list] = {"embeddings": [], "start": [], "end": [], "paths": [], "speakers": []}
 
@@ -43,7 +45,7 @@ def collect_embeddings(files: list[Path], encoder: SpeakerEncoder, level: str = 
                 mean = w.embeddings[idx if len(idx) else slice(None)].mean(axis=0)
                 add(mean / max(np.linalg.norm(mean), 1e-12), 0.0, w.duration, path)
         elif level in ("segment", "speaker"):
-            d = diarize(path, encoder, config=config)
+            d = diarize(path, encoder, config=config, **(counts or {}))
             warnings = d.warnings  # "no speech found": no rows from this input
             if level == "segment":
                 names = [f"SPEAKER_{k:02d}" for k in d.segments["labels"]]

@@ -133,6 +133,19 @@ def test_embed_file_level_gives_one_row_per_input_in_input_order(diarize, succee
         assert z["embeddings"].shape == (3, 32)
 
 
+def test_embed_segments_and_speakers_take_the_count_as_cluster_does(diarize, succeeds, fails_cleanly, make_audio,
+                                                                    voices, tmp_path):
+    wav = make_audio("three.wav", voices(seconds=12.0, speakers=3))
+    for k in (1, 2, 3):
+        succeeds(diarize("embed", wav, "--level", "segment", "--num-speakers", k, "--vad", "energy",
+                         "--out", tmp_path / f"{k}.npz"))
+        with np.load(tmp_path / f"{k}.npz") as z:
+            assert len(set(z["speakers"])) == k
+    result = diarize("embed", wav, "--level", "speaker", "--min-speakers", 3, "--max-speakers", 2,
+                     "--out", tmp_path / "x.npz")
+    assert result.exit_code == 2 and fails_cleanly(result, "--min-speakers 3")
+
+
 @pytest.mark.parametrize("level", ["segment", "speaker", "file"])
 def test_embed_of_a_recording_without_speech_says_so(diarize, succeeds, make_audio, tmp_path, level):
     silent = make_audio("quiet.wav", np.zeros(3 * 16000, np.float32))
