@@ -773,20 +773,31 @@ def _ids(turns_by_id: dict) -> str:
 
 @app.command()
 def info(model: ModelOpt = None) -> None:
-    """Show a model: its file, architecture and the figures measured when it was trained.
+    """Show a model: its file, architecture and the figures measured when it was trained (a speaker
+    encoder, or an overlap detector given by its path).
 
     Example: diarize info
     """
-    from .model import ModelError, available_models, load_model
+    from .model import MODELS_DIR, ModelError, available_models, load_checkpoint, load_model, resolve_model_path
+    from .overlap import load_detector
 
+    out = Console()
     try:
+        path = resolve_model_path(model)
+        if load_checkpoint(path).get("kind") == "overlap":
+            detector = load_detector(path)
+            out.print(f"[bold]overlap detector[/] {detector.source} "
+                      f"({sum(p.numel() for p in detector.parameters()):,} parameters)")
+            for k, v in {**vars(detector.config), "threshold": detector.threshold, **detector.metrics}.items():
+                out.print(f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}")
+            return
         encoder = load_model(model, "cpu")
     except (ModelError, ValueError) as e:
         fail(str(e))
-    out = Console()
     out.print(f"[bold]model[/] {encoder.source} ({encoder.source.stat().st_size / 1e6:.1f} MB, "
               f"{sum(p.numel() for p in encoder.parameters()):,} parameters)")
-    out.print(f"[bold]available[/] {', '.join(available_models()) or '-'}")
+    out.print(f"[bold]available[/] {', '.join(available_models()) or '-'}; overlap detector "
+              f"{MODELS_DIR / 'overlap' / 'diarize-overlap.pt'}")
     for k, v in vars(encoder.config).items():
         out.print(f"  {k}: {v}")
     for k, v in encoder.metrics.items():
