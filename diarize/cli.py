@@ -426,7 +426,8 @@ def check_outputs(targets: dict[Path, list[str]], force: bool, skip_existing: bo
         existing = {f: paths for f, paths in existing.items() if f not in done}
     if existing and not force:
         clashes = [p for paths in existing.values() for p in paths]
-        which = f"{clashes[0]} and {len(clashes) - 1} more outputs exist" if len(clashes) > 1 else f"{clashes[0]} exists"
+        which = (f"{clashes[0]} and {len(clashes) - 1} more outputs exist" if len(clashes) > 1
+                 else f"{clashes[0]} exists")
         fail(f"{which}; use --force to overwrite{'' if skip_existing else ', or --skip-existing to keep whole ones'}")
     return [f for f in targets if not (skip_existing and f in done)]
 
@@ -754,8 +755,8 @@ def evaluate(
         for col in ("file", "DER %", "missed %", "false alarm %", "confusion %", "JER %", "speakers ref/hyp"):
             table.add_column(col, justify="right" if col != "file" else "left")
         for r in rows:
-            table.add_row(r["file"], *(f"{100 * r[k]:.2f}" for k in ("der", "missed", "false_alarm", "confusion", "jer")),
-                          f"{r['ref_speakers']}/{r['hyp_speakers']}")
+            rates = (f"{100 * r[k]:.2f}" for k in ("der", "missed", "false_alarm", "confusion", "jer"))
+            table.add_row(r["file"], *rates, f"{r['ref_speakers']}/{r['hyp_speakers']}")
         Console().print(table)
     missing = {k: v for k, v in references.items() if k not in hypotheses}
     if missing:
@@ -778,8 +779,8 @@ def info(model: ModelOpt = None) -> None:
 
     Example: diarize info
     """
-    from .model import MODELS_DIR, ModelError, available_models, load_checkpoint, load_model, resolve_model_path
-    from .overlap import load_detector
+    from .model import ModelError, available_models, load_checkpoint, load_model, resolve_model_path
+    from .overlap import BUNDLED_DETECTOR, load_detector
 
     out = Console()
     try:
@@ -796,8 +797,7 @@ def info(model: ModelOpt = None) -> None:
         fail(str(e))
     out.print(f"[bold]model[/] {encoder.source} ({encoder.source.stat().st_size / 1e6:.1f} MB, "
               f"{sum(p.numel() for p in encoder.parameters()):,} parameters)")
-    out.print(f"[bold]available[/] {', '.join(available_models()) or '-'}; overlap detector "
-              f"{MODELS_DIR / 'overlap' / 'diarize-overlap.pt'}")
+    out.print(f"[bold]available[/] {', '.join(available_models()) or '-'}; overlap detector {BUNDLED_DETECTOR}")
     for k, v in vars(encoder.config).items():
         out.print(f"  {k}: {v}")
     for k, v in encoder.metrics.items():

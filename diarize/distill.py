@@ -28,7 +28,8 @@ def resemblyzer_weights() -> Path:
     spec = importlib.util.find_spec("resemblyzer")
     path = Path(next(iter(spec.submodule_search_locations))) / "pretrained.pt" if spec else None
     if path is None or not path.exists():
-        raise ValueError("distillation needs the teacher's weights: pip install -e '.[distill]' (or pip install resemblyzer)")
+        raise ValueError("distillation needs the teacher's weights: pip install -e '.[distill]' "
+                         "(or pip install resemblyzer)")
     return path
 
 

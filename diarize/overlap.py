@@ -20,11 +20,13 @@ from torch import nn
 
 from .audio import load_audio, log_mel
 from .hparams import FRAME_SECONDS, HOP_LENGTH, N_MELS
+from .model import FORMAT_VERSION, MODELS_DIR, ModelError, load_checkpoint, write_checkpoint
 
 CLASSES = ("non-speech", "one speaker", "overlap")
 STRIDE = 2  # input frames per output step: 20 ms
 BLOCK_FRAMES = 800  # 8 s scored at once: training chunks are this long, so each block is normalised alike
 CONTEXT_FRAMES = 40  # frames of context each side of a block at inference (beyond the receptive field)
+BUNDLED_DETECTOR = MODELS_DIR / "overlap" / "diarize-overlap.pt"
 
 Hook = Callable[..., None]
 
@@ -75,18 +77,14 @@ class OverlapDetector(nn.Module):
 
 
 def save_detector(path: Path, detector: OverlapDetector, **extra) -> None:
-    from .model import FORMAT_VERSION, write_checkpoint
-
     write_checkpoint(path, {"format_version": FORMAT_VERSION, "kind": "overlap",
                             "config": dataclasses.asdict(detector.config), "state_dict": detector.state_dict(),
                             "threshold": detector.threshold, **extra})
 
 
 def load_detector(path: str | Path | None = None) -> OverlapDetector:
-    """An overlap detector from a file (default: the bundled one, models/overlap/diarize-overlap.pt)."""
-    from .model import MODELS_DIR, ModelError, load_checkpoint
-
-    path = Path(path) if path else MODELS_DIR / "overlap" / "diarize-overlap.pt"
+    """An overlap detector from a file (default: the bundled one, BUNDLED_DETECTOR)."""
+    path = Path(path) if path else BUNDLED_DETECTOR
     ckpt = load_checkpoint(path)
     if ckpt.get("kind") != "overlap":
         raise ModelError(f"{path}: not an overlap detector (train one with diarize train-overlap)")

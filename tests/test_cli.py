@@ -341,17 +341,17 @@ def test_help_of_the_tool_and_of_every_command_has_an_example(command):
 
 
 def test_info_shows_an_overlap_detector_given_by_its_path(diarize, succeeds):
-    from diarize.model import MODELS_DIR
+    from diarize.overlap import BUNDLED_DETECTOR
 
-    result = diarize("info", "--model", MODELS_DIR / "overlap" / "diarize-overlap.pt")
+    result = diarize("info", "--model", BUNDLED_DETECTOR)
     succeeds(result)
     assert "overlap detector" in result.stdout and "threshold: 0.7500" in result.stdout
 
 
 def test_an_overlap_detector_given_as_the_encoder_is_named_for_what_it_is(diarize, fails_cleanly, make_audio):
-    from diarize.model import MODELS_DIR
+    from diarize.overlap import BUNDLED_DETECTOR
 
-    result = diarize("cluster", make_audio("two.wav"), "--model", MODELS_DIR / "overlap" / "diarize-overlap.pt")
+    result = diarize("cluster", make_audio("two.wav"), "--model", BUNDLED_DETECTOR)
     assert "not a speaker encoder" in fails_cleanly(result, "overlap detector")
 
 
