@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="rich",
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="markdown",
                   context_settings={"help_option_names": ["-h", "--help"]})
 console = Console(stderr=True, emoji=False)  # no emoji: ":x:" in a file name stays as it is
 
@@ -92,8 +92,9 @@ def named_sets(paths: list[Path]) -> list:
 @app.command()
 def train(
     ctx: typer.Context,
-    data: Annotated[Path, typer.Argument(help="Folder with one subfolder per speaker (files at any depth), "
-                                              "or a TSV/CSV manifest with path and speaker columns.")],
+    data: Annotated[Path, typer.Argument(
+        metavar="DATA", help="Folder with one subfolder per speaker (files at any depth), or a TSV/CSV manifest "
+                             "with path and speaker columns.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for last.pt, best.pt, log.jsonl and the "
                                                          "feature cache.")] = Path("runs/encoder"),
     val: Annotated[Optional[Path], typer.Option(help="Validation speakers: a folder or manifest.")] = None,
@@ -271,8 +272,9 @@ def train(
 
 @app.command("train-overlap")
 def train_overlap(
-    data: Annotated[list[Path], typer.Argument(help="Folders of recordings with same-stem reference RTTMs "
-                                                    "(e.g. simulated conversations with overlap).")],
+    data: Annotated[list[Path], typer.Argument(
+        metavar="DATA", help="Folders of recordings with same-stem reference RTTMs (e.g. simulated "
+                             "conversations with overlap).")],
     val: Annotated[list[Path], typer.Option(help="Validation recordings with RTTMs: a folder (repeatable).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for best.pt and log.jsonl.")] = Path("runs/overlap"),
     steps: Annotated[int, typer.Option(min=1, help="Optimiser steps in all.")] = 3000,
@@ -470,9 +472,9 @@ ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existin
 
 @app.command()
 def cluster(
-    audio: Annotated[list[Path], typer.Argument(metavar="AUDIO...", help="Audio files or folders of them.")],
+    audio: Annotated[list[Path], typer.Argument(metavar="AUDIO", help="Audio files or folders of them.")],
     out: Annotated[str, typer.Option("--out", "-o", help="rttm, json, csv, srt or all (written as "
-                                     "OUT_DIR/<stem>.<format>), a path whose suffix names the format, or - "
+                                     "OUT_DIR/STEM.FORMAT), a path whose suffix names the format, or - "
                                      "for RTTM on stdout.")] = "rttm",
     out_dir: Annotated[Optional[Path], typer.Option(help="Folder for outputs named after each input (created "
                                                            "when missing; default: the current folder).")] = None,
@@ -492,7 +494,7 @@ def cluster(
     force: ForceOpt = False,
     skip_existing: Annotated[bool, typer.Option(help="Leave out the inputs whose outputs all exist (to carry on "
                                                      "with an interrupted batch).")] = False,
-    plot: Annotated[Optional[Path], typer.Option(help="Draw a timeline PNG (one per input: <stem> is "
+    plot: Annotated[Optional[Path], typer.Option(help="Draw a timeline PNG (one per input: -STEM is "
                                                       "appended when there are several).")] = None,
     ref: Annotated[Optional[Path], typer.Option(help="Reference RTTM (file or folder): drawn in the plot and "
                                                      "scored (DER at collar 0).")] = None,
@@ -631,7 +633,7 @@ def _summary(rows, references: dict) -> None:
 
 @app.command()
 def embed(
-    audio: Annotated[list[Path], typer.Argument(metavar="AUDIO...", help="Audio files or folders of them.")],
+    audio: Annotated[list[Path], typer.Argument(metavar="AUDIO", help="Audio files or folders of them.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .npz or .json.")],
     level: Annotated[Level, typer.Option(help="window: every 0.4 s window; segment: clustered segments; "
                                               "speaker: one centroid per speaker found; file: one mean "
@@ -706,8 +708,8 @@ def embed(
 
 @app.command()
 def evaluate(
-    ref: Annotated[Path, typer.Argument(help="Reference RTTM file or folder.")],
-    hyp: Annotated[Path, typer.Argument(help="Hypothesis RTTM file or folder.")],
+    ref: Annotated[Path, typer.Argument(metavar="REF", help="Reference RTTM file or folder.")],
+    hyp: Annotated[Path, typer.Argument(metavar="HYP", help="Hypothesis RTTM file or folder.")],
     collar: Annotated[float, typer.Option(min=0.0, help="Seconds forgiven on EACH side of every reference "
                                                         "boundary (pyannote's collar is twice this).")] = 0.0,
     skip_overlap: Annotated[bool, typer.Option(help="Do not score overlapped speech.")] = False,
@@ -814,8 +816,8 @@ def info(model: ModelOpt = None) -> None:
 
 @app.command()
 def validate(
-    data: Annotated[Path, typer.Argument(help="Held-out speakers: a folder with one subfolder per speaker, "
-                                              "or a TSV/CSV manifest.")],
+    data: Annotated[Path, typer.Argument(
+        metavar="DATA", help="Held-out speakers: a folder with one subfolder per speaker, or a TSV/CSV manifest.")],
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     per_speaker: Annotated[int, typer.Option(min=2, help="Utterances per speaker for the EER.")] = 20,
@@ -892,8 +894,8 @@ def validate(
 
 @app.command()
 def benchmark(
-    audio: Annotated[Optional[Path], typer.Argument(help="Recording to time (default: one of --minutes "
-                                                         "built from the example).")] = None,
+    audio: Annotated[Optional[Path], typer.Argument(
+        metavar="AUDIO", help="Recording to time (default: one of --minutes built from the example).")] = None,
     minutes: Annotated[float, typer.Option(min=0.1, help="Length of the built recording.")] = 30.0,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
