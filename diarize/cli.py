@@ -473,8 +473,8 @@ ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existin
 @app.command()
 def cluster(
     audio: Annotated[list[Path], typer.Argument(metavar="AUDIO", help="Audio files or folders of them.")],
-    out: Annotated[str, typer.Option("--out", "-o", help="rttm, json, csv, srt or all (written as "
-                                     "OUT_DIR/STEM.FORMAT), a path whose suffix names the format, or - "
+    out: Annotated[str, typer.Option("--out", "-o", help="rttm, json, csv, srt or all (each written as "
+                                     "STEM.FORMAT in --out-dir), a path whose suffix names the format, or - "
                                      "for RTTM on stdout.")] = "rttm",
     out_dir: Annotated[Optional[Path], typer.Option(help="Folder for outputs named after each input (created "
                                                            "when missing; default: the current folder).")] = None,
