@@ -71,6 +71,10 @@ def audio_warnings(path: str | Path) -> list[str]:
                    f"(the encoder learnt from 16 kHz speech)")
     if info.duration < WINDOW_SECONDS:
         out.append(f"{path}: {info.duration:.2f} s long, shorter than one {WINDOW_SECONDS:.1f} s window")
+    if info.subtype in ("FLOAT", "DOUBLE"):  # only float samples can be NaN or infinite: decoding is cheap
+        bad = sum(int((~np.isfinite(b)).sum()) for b in sf.blocks(str(path), blocksize=1 << 20, always_2d=True))
+        if bad:
+            out.append(f"{path}: {bad} samples are NaN or infinite; they are taken as silence")
     return out
 
 

@@ -187,6 +187,14 @@ def test_a_file_shorter_than_one_window_or_under_8_khz_is_warned_of(diarize, suc
     assert "low.wav: sampled at 6000 Hz" in stderr
 
 
+def test_nan_samples_are_warned_of_and_taken_as_silence(diarize, succeeds, make_audio, voices, tmp_path):
+    wave = voices(seconds=3.0)
+    wave[:8000] = np.nan
+    path = make_audio("nan.wav", wave, subtype="FLOAT")
+    assert "nan.wav: 8000 samples are NaN or infinite" in succeeds(diarize("cluster", path, "--out-dir", tmp_path))
+    assert "NaN" not in succeeds(diarize("cluster", make_audio("fine.wav", subtype="FLOAT"), "--out-dir", tmp_path))
+
+
 def test_embed_refuses_an_existing_output_without_force(diarize, fails_cleanly, succeeds, make_audio, tmp_path):
     out = tmp_path / "e.npz"
     out.write_bytes(b"old")
