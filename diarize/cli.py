@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import enum
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -35,9 +36,10 @@ def fail(message: str, code: int = 1) -> None:
 
 
 def progress_bar(quiet: bool = False) -> Progress:
+    # the bar draws on stderr; what goes to stdout stays there unless both are the terminal (--out - | head)
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console,
-                    disable=quiet, transient=False)
+                    disable=quiet, transient=False, redirect_stdout=sys.stdout.isatty())
 
 
 def _version(show: bool) -> None:
@@ -162,7 +164,7 @@ def train(
     if threads:
         torch.set_num_threads(threads)
     if resume and init:
-        fail("give --resume (continue a run) or --init (start one from a model's weights), not both")
+        fail("give --resume (continue a run) or --init (start one from a model's weights), not both", USAGE)
     try:
         if init:
             init = resolve_model_path(init)  # a name in models/ or a path, checked before any work
@@ -173,7 +175,7 @@ def train(
     if resume:
         # a resumed run continues in its own folder with its own settings and validation speakers
         if given("out") and out.resolve() != resume.parent.resolve():
-            fail(f"--resume continues the run in {resume.parent}; --out {out} would split it in two")
+            fail(f"--resume continues the run in {resume.parent}; --out {out} would split it in two", USAGE)
         out = resume.parent
         run = {**ckpt.get("config", {}), **ckpt.get("train_config", {})}
         run["outputs"], run["dense"] = run.get("n_outputs"), list(run.get("dense", ()))[:1]
@@ -417,13 +419,13 @@ def check_outputs(targets: dict[Path, list[str]], force: bool, skip_existing: bo
             key = os.path.abspath(p)
             if key in seen:
                 fail(f"{seen[key]} and {source} would both write {p}; give them separate runs or --out-dir "
-                     f"folders")
+                     f"folders", USAGE)
             seen[key] = source
             check_writable(Path(p))
             if Path(p).exists():
                 existing.setdefault(source, []).append(p)
-    files_of = {f: [p for p in paths if p != "-"] for f, paths in targets.items()}
-    done = [f for f, paths in files_of.items() if paths and existing.get(f) == paths]
+    # an input that also writes to stdout is never done: its turns are wanted there again
+    done = [f for f, paths in targets.items() if "-" not in paths and existing.get(f) == paths]
     if skip_existing:
         existing = {f: paths for f, paths in existing.items() if f not in done}
     if existing and not force:
@@ -492,7 +494,7 @@ def cluster(
     batch_size: BatchOpt = 256,
     workers: Annotated[int, typer.Option(min=1, help="Files diarized in parallel processes.")] = 1,
     force: ForceOpt = False,
-    skip_existing: Annotated[bool, typer.Option(help="Leave out the inputs whose outputs all exist (to carry on "
+    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave out the inputs whose outputs all exist (to carry on "
                                                      "with an interrupted batch).")] = False,
     plot: Annotated[Optional[Path], typer.Option(help="Draw a timeline PNG (one per input: -STEM is "
                                                       "appended when there are several).")] = None,
@@ -522,11 +524,13 @@ def cluster(
         fail("--out names one file but several inputs were given: use a format and --out-dir", USAGE)
     targets = {f: output_targets(f, out, out_dir) for f in files}
     plots = {f: plot_target(plot, f.stem, len(files) > 1) for f in files} if plot else {}
+    given = len(files)
     files = check_outputs({f: [p for p, _ in targets[f]] + ([str(plots[f])] if plot else []) for f in files},
                           force, skip_existing)
+    if len(files) < given and not quiet:
+        console.print(f"skipping {given - len(files)} of {given} inputs, whose outputs exist"
+                      + ("" if files else ": nothing to do"))
     if not files:
-        if not quiet:
-            console.print("every input's outputs exist: nothing to do")
         return
     references = _load_references(ref) if ref else {}
     config = PipelineConfig(window_hop=window_hop, vad=vad.value, cluster=method.value, batch_size=batch_size,
@@ -570,7 +574,11 @@ def _load_references(ref: Path) -> dict:
     from .evaluate import load_rttms
 
     try:
-        return load_rttms(ref)
+        merged: dict[str, list[str]] = {}
+        references = load_rttms(ref, merged)
+        for file_id, names in merged.items():
+            warn(f"--ref {ref}: file id {file_id}: the turns of {', '.join(names)} differ and were merged")
+        return references
     except OSError as e:
         fail(f"--ref {e.filename}: cannot read ({e.strerror})")
     except ValueError as e:
@@ -656,7 +664,8 @@ def embed(
     segment level), one row each; .json holds the same as {path, start, end, speaker, embedding}
     records. Nothing is written unless every input is read.
 
-    The speaker options (count, --vad, --cluster) shape the segment and speaker levels, as for cluster.
+    The speaker count and --cluster shape the segment and speaker levels, as for cluster; --vad decides
+    the speech of every level but window.
 
     Example: diarize embed interview.wav --level speaker --num-speakers 2 --out speakers.npz
     """
@@ -668,6 +677,8 @@ def embed(
     if out.suffix.lower() not in (".npz", ".json"):
         fail(f"--out {out}: use a .npz or .json path", USAGE)
     check_counts(num_speakers, min_speakers, max_speakers)
+    if level in (Level.window, Level.file) and (num_speakers or min_speakers > 1 or max_speakers):
+        warn(f"the speaker count options are not used at --level {level.value}")
     check_target(out, force)
     files = audio_inputs(audio)
     unreadable = []
@@ -732,9 +743,9 @@ def evaluate(
     to_stdout = json_out is not None and str(json_out) == "-"
     if json_out and not to_stdout:
         check_target(json_out, force)
-    merged: dict[str, list[str]] = {}
+    merged: dict[Path, dict[str, list[str]]] = {ref: {}, hyp: {}}
     try:
-        references, hypotheses = load_rttms(ref, merged), load_rttms(hyp, merged)
+        references, hypotheses = load_rttms(ref, merged[ref]), load_rttms(hyp, merged[hyp])
         if not references:
             fail(f"{ref}: no SPEAKER lines: nothing to score against")
         if hypotheses and not set(references) & set(hypotheses):
@@ -744,8 +755,9 @@ def evaluate(
         fail(f"{e.filename}: cannot read ({e.strerror})")
     except ValueError as e:
         fail(str(e))
-    for file_id, names in merged.items():
-        warn(f"file id {file_id}: the turns of {', '.join(names)} differ and were merged")
+    for folder, disagreeing in merged.items():
+        for file_id, names in disagreeing.items():
+            warn(f"{folder}: file id {file_id}: the turns of {', '.join(names)} differ and were merged")
     unmatched = {k: v for k, v in hypotheses.items() if k not in references}
     if unmatched:
         warn(f"{len(unmatched)} hypothesis file ids are not in the reference, not scored: {_ids(unmatched)}")
@@ -791,27 +803,30 @@ def info(model: ModelOpt = None) -> None:
             detector = load_detector(path)
             out.print(f"[bold]overlap detector[/] {detector.source} "
                       f"({sum(p.numel() for p in detector.parameters()):,} parameters)")
-            for k, v in {**vars(detector.config), "threshold": detector.threshold, **detector.metrics}.items():
-                out.print(f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}")
+            _print_fields(out, {**vars(detector.config), "threshold": detector.threshold, **detector.metrics})
             return
         encoder = load_model(model, "cpu")
     except (ModelError, ValueError) as e:
         fail(str(e))
     out.print(f"[bold]model[/] {encoder.source} ({encoder.source.stat().st_size / 1e6:.1f} MB, "
               f"{sum(p.numel() for p in encoder.parameters()):,} parameters)")
-    out.print(f"[bold]available[/] {', '.join(available_models()) or '-'}; overlap detector {BUNDLED_DETECTOR}")
+    out.print(f"[bold]available[/] {', '.join(available_models()) or '-'}", soft_wrap=True)
+    out.print(f"[bold]overlap detector[/] {BUNDLED_DETECTOR} (cluster --overlap)", soft_wrap=True)
     for k, v in vars(encoder.config).items():
         out.print(f"  {k}: {v}")
-    for k, v in encoder.metrics.items():
-        out.print(f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}")
+    _print_fields(out, encoder.metrics)
     if encoder.calibration is None:
         out.print("[bold]calibration[/] none: give --num-speakers, or run diarize validate DATA --calibrate")
     else:
         out.print("[bold]calibration[/] (speaker count; read on held-out speakers)")
-        for k, v in encoder.calibration.as_dict().items():
-            if isinstance(v, (tuple, list)):
-                v = " / ".join(f"{e:.4f}" for e in v) or "not measured"
-            out.print(f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}")
+        fields = encoder.calibration.as_dict()
+        fields["split_silhouettes"] = " / ".join(f"{e:.4f}" for e in fields["split_silhouettes"]) or "not measured"
+        _print_fields(out, fields)
+
+
+def _print_fields(out: Console, fields: dict) -> None:
+    for k, v in fields.items():
+        out.print(f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}")
 
 
 @app.command()
@@ -847,7 +862,7 @@ def validate(
         check_target(json_out, force)
     if calibrate:
         if calibrate.suffix != ".pt":
-            fail(f"{calibrate}: a model file ends in .pt")
+            fail(f"{calibrate}: a model file ends in .pt", USAGE)
         check_target(calibrate, force)
     try:
         encoder = load_model(model, device)
@@ -954,4 +969,4 @@ def benchmark(
 
 
 def main() -> None:
-    app()
+    app()  # Click ends a run whose stdout was closed early (EPIPE) quietly, with exit status 1

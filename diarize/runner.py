@@ -39,7 +39,7 @@ def _run_star(args):
 
 def diarize_files(files: list[Path], model: str | None, device: str, options: dict,
                   workers: int = 1) -> Iterator[tuple[Path, Diarization | str]]:
-    """Yield (path, result or error message) for each file, in input order. The model is loaded once
+    """An iterator of (path, result or error message) for each file, in input order. The model is loaded once
     per process; with workers > 1 each process gets an equal share of the CPU threads. A model that
     cannot be loaded raises ModelError (or ValueError for the device) here, before any file is read."""
     global _worker_model

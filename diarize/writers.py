@@ -135,6 +135,7 @@ def write_turns(turns: Iterable[Turn], path: str | Path, fmt: str | None = None,
         if fmt is None:
             raise ValueError(f"writing to stdout needs a format; available: {', '.join(FORMATS)}")
         get_writer(fmt).write(turns, file_id or "stdout", sys.stdout)
+        sys.stdout.flush()  # each file's turns leave now, and a closed pipe is met here, not at exit
         return
     path = Path(path)
     writer = get_writer(fmt if fmt is not None else path.suffix.lower().lstrip("."))

@@ -284,6 +284,16 @@ def test_evaluate_warns_when_files_of_a_folder_disagree_about_one_file_id(diariz
     assert "file id meeting: the turns of a.rttm, b.rttm differ and were merged" in stderr
 
 
+def test_evaluate_names_the_side_whose_files_disagree(diarize, succeeds, tmp_path):
+    for side in ("refs", "hyps"):
+        (tmp_path / side).mkdir()
+        _rttm(tmp_path / side / "1.rttm", "m", speaker="x")
+        _rttm(tmp_path / side / "2.rttm", "m", speaker="y")
+    stderr = succeeds(diarize("evaluate", tmp_path / "refs", tmp_path / "hyps"))
+    assert all(f"{tmp_path / side}: file id m: the turns of 1.rttm, 2.rttm differ" in stderr.replace("\n", "")
+               for side in ("refs", "hyps"))
+
+
 def test_evaluate_json_dash_writes_the_rows_to_stdout_instead_of_the_table(diarize, succeeds, tmp_path):
     result = diarize("evaluate", EXAMPLE_RTTM, EXAMPLE_RTTM, "--json", "-")
     succeeds(result)
@@ -424,6 +434,16 @@ def test_end_to_end_rttm_on_stdout(tiny_model, make_audio, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     assert proc.stdout and all(line.startswith("SPEAKER two 1 ") for line in proc.stdout.splitlines())
+
+
+def test_end_to_end_a_closed_stdout_ends_the_run_quietly(tiny_model, make_audio, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout buffered, as in a shell
+    proc = subprocess.Popen([sys.executable, "-m", "diarize", "cluster", make_audio("a.wav"), make_audio("b.wav"),
+                             "--model", tiny_model, "--out", "-", "--quiet"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # the reader is gone before the first turn is written (| head -0)
+    assert proc.wait(timeout=120) == 1
+    assert proc.stderr.read() == ""
 
 
 def test_end_to_end_a_bad_model_with_workers_fails_at_once_instead_of_hanging(make_audio, tmp_path):

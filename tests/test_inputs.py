@@ -291,6 +291,15 @@ def test_skip_existing_carries_on_with_the_inputs_whose_outputs_are_not_all_writ
     assert "nothing to do" in succeeds(result)
 
 
+def test_skip_existing_never_skips_an_input_whose_turns_go_to_stdout(diarize, succeeds, make_audio, tmp_path):
+    a, b = make_audio("a.wav"), make_audio("b.wav")
+    for stem in ("a", "b"):
+        (tmp_path / f"p-{stem}.png").write_text("an earlier plot")
+    result = diarize("cluster", a, b, "--out", "-", "--plot", tmp_path / "p.png", "--skip-existing", "--force")
+    succeeds(result)
+    assert {line.split()[1] for line in result.stdout.splitlines() if line.startswith("SPEAKER")} == {"a", "b"}
+
+
 def test_out_all_writes_every_format(diarize, succeeds, make_audio, tmp_path):
     succeeds(diarize("cluster", make_audio("two.wav"), "--out-dir", tmp_path / "o", "--out", "all"))
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["two.csv", "two.json", "two.rttm", "two.srt"]
