@@ -494,8 +494,9 @@ def cluster(
     batch_size: BatchOpt = 256,
     workers: Annotated[int, typer.Option(min=1, help="Files diarized in parallel processes.")] = 1,
     force: ForceOpt = False,
-    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave out the inputs whose outputs all exist (to carry on "
-                                                     "with an interrupted batch).")] = False,
+    skip_existing: Annotated[bool, typer.Option(
+        "--skip-existing", help="Leave out the inputs whose outputs all exist (to carry on with an interrupted "
+                                "batch).")] = False,
     plot: Annotated[Optional[Path], typer.Option(help="Draw a timeline PNG (one per input: -STEM is "
                                                       "appended when there are several).")] = None,
     ref: Annotated[Optional[Path], typer.Option(help="Reference RTTM (file or folder): drawn in the plot and "
