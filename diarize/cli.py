@@ -571,15 +571,20 @@ def cluster(
         fail(f"{failures} of {len(files)} files failed")
 
 
-def _load_references(ref: Path) -> dict:
+def load_rttms_warning(path: Path, named: str) -> dict:
+    """evaluate.load_rttms, with a warning for each file id whose files give it different turns (merged)."""
     from .evaluate import load_rttms
 
+    merged: dict[str, list[str]] = {}
+    turns = load_rttms(path, merged)
+    for file_id, names in merged.items():
+        warn(f"{named}: file id {file_id}: the turns of {', '.join(names)} differ and were merged")
+    return turns
+
+
+def _load_references(ref: Path) -> dict:
     try:
-        merged: dict[str, list[str]] = {}
-        references = load_rttms(ref, merged)
-        for file_id, names in merged.items():
-            warn(f"--ref {ref}: file id {file_id}: the turns of {', '.join(names)} differ and were merged")
-        return references
+        return load_rttms_warning(ref, f"--ref {ref}")
     except OSError as e:
         fail(f"--ref {e.filename}: cannot read ({e.strerror})")
     except ValueError as e:
@@ -739,14 +744,13 @@ def evaluate(
 
     from rich.table import Table
 
-    from .evaluate import load_rttms, score
+    from .evaluate import score
 
     to_stdout = json_out is not None and str(json_out) == "-"
     if json_out and not to_stdout:
         check_target(json_out, force)
-    merged: dict[Path, dict[str, list[str]]] = {ref: {}, hyp: {}}
     try:
-        references, hypotheses = load_rttms(ref, merged[ref]), load_rttms(hyp, merged[hyp])
+        references, hypotheses = load_rttms_warning(ref, str(ref)), load_rttms_warning(hyp, str(hyp))
         if not references:
             fail(f"{ref}: no SPEAKER lines: nothing to score against")
         if hypotheses and not set(references) & set(hypotheses):
@@ -756,9 +760,6 @@ def evaluate(
         fail(f"{e.filename}: cannot read ({e.strerror})")
     except ValueError as e:
         fail(str(e))
-    for folder, disagreeing in merged.items():
-        for file_id, names in disagreeing.items():
-            warn(f"{folder}: file id {file_id}: the turns of {', '.join(names)} differ and were merged")
     unmatched = {k: v for k, v in hypotheses.items() if k not in references}
     if unmatched:
         warn(f"{len(unmatched)} hypothesis file ids are not in the reference, not scored: {_ids(unmatched)}")
