@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -393,12 +394,13 @@ def output_targets(audio: Path, out: str, out_dir: Path) -> list[tuple[str, str]
 
 
 def check_counts(num_speakers: Optional[int], min_speakers: int, max_speakers: Optional[int]) -> None:
-    """The speaker-count options agree, or a usage error."""
-    if max_speakers is not None and min_speakers > max_speakers:
-        fail(f"--min-speakers {min_speakers} is above --max-speakers {max_speakers}", USAGE)
-    if num_speakers is not None and not min_speakers <= num_speakers <= (max_speakers or num_speakers):
-        fail(f"--num-speakers {num_speakers} is outside --min-speakers {min_speakers} / --max-speakers "
-             f"{max_speakers}", USAGE)
+    """The speaker-count options agree, or a usage error naming them as flags."""
+    from .pipeline import check_speaker_counts
+
+    try:
+        check_speaker_counts(num_speakers, min_speakers, max_speakers)
+    except ValueError as e:
+        fail(re.sub(r"\b(num|min|max)_speakers\b", r"--\1-speakers", str(e)), USAGE)
 
 
 def plot_target(plot: Path, stem: str, several: bool) -> Path:
@@ -795,19 +797,20 @@ def info(model: ModelOpt = None) -> None:
 
     Example: diarize info
     """
-    from .model import ModelError, available_models, load_checkpoint, load_model, resolve_model_path
-    from .overlap import BUNDLED_DETECTOR, load_detector
+    from .model import ModelError, available_models, load_checkpoint, model_from_checkpoint, resolve_model_path
+    from .overlap import BUNDLED_DETECTOR, detector_from_checkpoint
 
     out = Console()
     try:
         path = resolve_model_path(model)
-        if load_checkpoint(path).get("kind") == "overlap":
-            detector = load_detector(path)
+        ckpt = load_checkpoint(path)
+        if ckpt.get("kind") == "overlap":
+            detector = detector_from_checkpoint(ckpt, path)
             out.print(f"[bold]overlap detector[/] {detector.source} "
                       f"({sum(p.numel() for p in detector.parameters()):,} parameters)")
             _print_fields(out, {**vars(detector.config), "threshold": detector.threshold, **detector.metrics})
             return
-        encoder = load_model(model, "cpu")
+        encoder = model_from_checkpoint(ckpt, path)
     except (ModelError, ValueError) as e:
         fail(str(e))
     out.print(f"[bold]model[/] {encoder.source} ({encoder.source.stat().st_size / 1e6:.1f} MB, "

@@ -200,11 +200,15 @@ def pick_device(device: str | None = "auto") -> torch.device:
 def load_model(name_or_path: str | Path | None = None, device: str | None = "auto") -> SpeakerEncoder:
     """Load an encoder for inference (eval mode) from a registry name or a path."""
     path = resolve_model_path(name_or_path)
-    ckpt = load_checkpoint(path)
+    return model_from_checkpoint(load_checkpoint(path), path).to(pick_device(device)).eval()
+
+
+def model_from_checkpoint(ckpt: dict, path: Path) -> SpeakerEncoder:
+    """An encoder with what its file says of it: figures, speaker-count calibration and source."""
     encoder = encoder_from_checkpoint(ckpt, path)
     metrics = ckpt.get("metrics")  # figures measured at training time, shown by `diarize info`
     encoder.metrics = metrics if isinstance(metrics, dict) else {}
     calibration = ckpt.get("calibration")  # the speaker-count thresholds measured for this encoder
     encoder.calibration = Calibration.from_dict(calibration) if isinstance(calibration, dict) else None
     encoder.source = path
-    return encoder.to(pick_device(device)).eval()
+    return encoder

@@ -85,7 +85,10 @@ def save_detector(path: Path, detector: OverlapDetector, **extra) -> None:
 def load_detector(path: str | Path | None = None) -> OverlapDetector:
     """An overlap detector from a file (default: the bundled one, BUNDLED_DETECTOR)."""
     path = Path(path) if path else BUNDLED_DETECTOR
-    ckpt = load_checkpoint(path)
+    return detector_from_checkpoint(load_checkpoint(path), path)
+
+
+def detector_from_checkpoint(ckpt: dict, path: Path) -> OverlapDetector:
     if ckpt.get("kind") != "overlap":
         raise ModelError(f"{path}: not an overlap detector (train one with diarize train-overlap)")
     config = ckpt["config"]
