@@ -136,7 +136,8 @@ def train(
     val_clips: ClipsOpt = None,
     val_every: Annotated[int, typer.Option(min=1, help="Steps between validation rounds.")] = 200,
     device: DeviceOpt = "auto",
-    resume: Annotated[Optional[Path], typer.Option(help="Continue from a last.pt checkpoint.")] = None,
+    resume: Annotated[Optional[Path], typer.Option(
+        help="Continue from a last.pt checkpoint, to the run's own --steps unless given.")] = None,
     init: Annotated[Optional[Path], typer.Option(help="Fine-tune: start from this model's weights.")] = None,
     seed: SeedOpt = 0,
     workers: Annotated[int, typer.Option(min=1, help="Processes computing features, then drawing (and "
@@ -189,6 +190,8 @@ def train(
         if changed:
             warn(f"ignored on --resume, the run keeps its own: {flags(changed)}")
         val_speakers, seed = run.get("val_speakers", val_speakers), run.get("seed", seed)
+        if not given("steps"):  # the run's own length, not the default
+            steps = run.get("steps", steps)
     elif init and given(*ARCHITECTURE_OPTIONS):
         warn(f"ignored with --init, the model's architecture is kept: {flags(given(*ARCHITECTURE_OPTIONS))}")
     for folder in (out, cache):
@@ -199,8 +202,6 @@ def train(
         if not force:
             fail(f"{out} holds a training run ({held[0].name}): continue it with --resume {out / 'last.pt'}, "
                  f"or start over with --force")
-        for name in ("last.pt", "best.pt", "log.jsonl"):  # starting over: nothing of the old run is mixed in
-            (out / name).unlink(missing_ok=True)
     try:
         dev = pick_device(device)
         train_data = list_dataset(data)
@@ -218,6 +219,9 @@ def train(
         more_val = named_sets(also or [])
     except (DataError, ValueError) as e:
         fail(str(e))
+    if held and not resume:  # starting over, the command checked: nothing of the old run is mixed in
+        for name in ("last.pt", "best.pt", "log.jsonl"):
+            (out / name).unlink(missing_ok=True)
     rank0 = int(os.environ.get("RANK", "0")) == 0
     with progress_bar(quiet=not rank0) as bar:
         tasks: dict[str, int] = {}
@@ -823,7 +827,7 @@ def info(model: ModelOpt = None) -> None:
     if encoder.calibration is None:
         out.print("[bold]calibration[/] none: give --num-speakers, or run diarize validate DATA --calibrate")
     else:
-        out.print("[bold]calibration[/] (speaker count; read on held-out speakers)")
+        out.print(f"[bold]calibration[/] (speaker count; read on {encoder.calibration.speakers} speakers)")
         fields = encoder.calibration.as_dict()
         fields["split_silhouettes"] = " / ".join(f"{e:.4f}" for e in fields["split_silhouettes"]) or "not measured"
         _print_fields(out, fields)
@@ -906,7 +910,10 @@ def validate(
             fail(f"{calibrate} not written: {figures['calibration_skipped']}")
         from .model import load_checkpoint, write_checkpoint
 
-        write_checkpoint(calibrate, {**load_checkpoint(encoder.source), "calibration": figures["calibration"]})
+        try:
+            write_checkpoint(calibrate, {**load_checkpoint(encoder.source), "calibration": figures["calibration"]})
+        except OSError as e:
+            fail(f"{calibrate}: cannot write ({e.strerror})")
         out.print(f"calibrated model written to {calibrate}")
     if json_out:
         write_json(json_out, figures)

@@ -111,8 +111,10 @@ def held_out_sets(val_data: Dataset | None, cache_dir: Path, per_speaker: int, m
         cache = build_cache(data, cache_dir, workers, hook)
         hook("data", split=name, speakers=len(set(cache.speakers)), files=len(cache.speakers),
              skipped=cache.skipped, dropped=[])
-        if len(set(cache.speakers)) >= 2:
-            sets.append(speaker_set(name, cache, per_speaker))
+        if len(set(cache.speakers)) < 2:  # a set that cannot be scored is a mistake, not a reason to skip it
+            raise ValueError(f"validation set {name}: {len(set(cache.speakers))} speaker(s) with readable audio; "
+                             f"an EER needs at least 2")
+        sets.append(speaker_set(name, cache, per_speaker))
     if rooms and val_data is not None:
         sets.append(rooms_set("rooms", val_data, cache_dir, per_speaker, noise_dirs, workers, hook))
     if clips is not None:
@@ -255,6 +257,9 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
         held_out = val[0]
     else:
         held_out = speaker_set("train", train_cache, CALIBRATION_UTTERANCES, max_speakers=CALIBRATION_SPEAKERS)
+        if rank == 0:
+            hook("warning", message="the speaker-count calibration is read on training speakers (held-out "
+                                    "ones need --val with 5 or more); recalibrate: diarize validate DATA --calibrate")
 
     step, best_eer, history = 0, float("inf"), []
     if resume:

@@ -4,6 +4,7 @@ two torchrun processes train the same weights as one."""
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -353,3 +354,29 @@ def test_the_clean_and_edge_shares_of_augmentation_are_kept_with_the_run_and_bou
     succeeds(diarize("train", few_voices, "--out", tmp_path / "plain", "--steps", "1", "--augment", *TINY_CLI))
     ckpt = torch.load(tmp_path / "plain" / "last.pt", map_location="cpu", weights_only=False)
     assert (ckpt["train_config"]["augment_clean"], ckpt["train_config"]["augment_edges"]) == (0.75, 0.5)
+
+
+def test_a_resume_without_steps_keeps_the_runs_own_length(diarize, fails_cleanly, succeeds, few_voices, tmp_path):
+    run = tmp_path / "run"
+    succeeds(diarize("train", few_voices, "--out", run, "--steps", "2", *TINY_CLI))
+    # not the default 3,000 steps: the run asked for 2 and has them
+    fails_cleanly(diarize("train", few_voices, "--resume", run / "last.pt", *TINY_CLI), "at step 2 already")
+
+
+def test_force_leaves_the_old_run_alone_when_the_new_command_cannot_start(diarize, fails_cleanly, succeeds,
+                                                                          few_voices, tmp_path):
+    run = tmp_path / "run"
+    succeeds(diarize("train", few_voices, "--out", run, "--steps", "1", *TINY_CLI))
+    fails_cleanly(diarize("train", few_voices, "--out", run, "--steps", "1", "--val-speakers", "6", "--force",
+                          *TINY_CLI), "6")
+    assert (run / "best.pt").exists() and (run / "last.pt").exists()
+
+
+def test_a_validation_set_of_one_speaker_is_refused(diarize, fails_cleanly, few_voices, tiny_model, tmp_path):
+    one = tmp_path / "one"
+    shutil.copytree(next(p for p in sorted(few_voices.iterdir()) if p.is_dir()), one / "only")
+    fails_cleanly(diarize("validate", one, "--model", tiny_model, "--device", "cpu", "--cache", tmp_path / "c"),
+                  "at least 2")
+    fails_cleanly(diarize("train", few_voices, "--val", one, "--out", tmp_path / "run", "--steps", "2",
+                          *TINY_CLI), "at least 2")
+    assert not (tmp_path / "run" / "best.pt").exists()
