@@ -883,7 +883,7 @@ def validate(
     except OSError as e:
         fail(f"{e.filename}: {e.strerror}")
     if figures["skipped"]:
-        warn(f"skipped {figures['skipped']} unreadable files")
+        warn(f"skipped {figures['skipped']} unreadable file(s): " + "; ".join(figures["skipped_files"]))
     out = Console()
     out.print(f"EER {100 * figures['eer']:.2f}% over {figures['utterances']} utterances of "
               f"{figures['speakers']} speakers; pair accuracy {figures['pair_accuracy']:.3f}")

@@ -403,5 +403,5 @@ def validate(encoder: SpeakerEncoder, data: Dataset, cache_dir: str | Path, devi
         figures.update(zhaw_mr(utterance_embeddings(encoder, utts, device), cache.speakers))
     except ValueError as e:
         figures["mr_skipped"] = str(e)  # too few speakers for the protocol: EER alone
-    figures["skipped"] = len(cache.skipped)
+    figures["skipped"], figures["skipped_files"] = len(cache.skipped), list(cache.skipped)
     return figures

@@ -380,3 +380,12 @@ def test_a_validation_set_of_one_speaker_is_refused(diarize, fails_cleanly, few_
     fails_cleanly(diarize("train", few_voices, "--val", one, "--out", tmp_path / "run", "--steps", "2",
                           *TINY_CLI), "at least 2")
     assert not (tmp_path / "run" / "best.pt").exists()
+
+
+def test_validate_names_the_files_it_could_not_read(diarize, succeeds, few_voices, tiny_model, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(few_voices, data)
+    broken = next(p for p in sorted(data.iterdir()) if p.is_dir()) / "broken.wav"
+    broken.write_bytes(b"not audio at all")
+    stderr = succeeds(diarize("validate", data, "--model", tiny_model, "--device", "cpu", "--cache", tmp_path / "c"))
+    assert "skipped 1 unreadable file(s)" in stderr and "broken.wav" in stderr
