@@ -100,6 +100,14 @@ CALIBRATION_UTTERANCES = 10  # utterances of each
 SPEEDS = (0.9, 1.0, 1.1)
 
 
+def data_fingerprint(data: Dataset) -> str:
+    """The speakers and file names of a dataset (not their folder: a moved copy is the same data)."""
+    import hashlib
+
+    pairs = sorted(f"{s}\0{Path(p).name}" for p, s in zip(data.paths, data.speakers))
+    return hashlib.sha1("\n".join(pairs).encode()).hexdigest()[:16]
+
+
 def held_out_sets(val_data: Dataset | None, cache_dir: Path, per_speaker: int, more: list[tuple[str, Dataset]] = (),
                   rooms: bool = False, clips: Path | None = None, noise_dirs: list[Path] = (), workers: int = 1,
                   hook: Hook | None = None) -> list[HeldOut]:
@@ -237,6 +245,11 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
             raise ModelError(f"{resume}: holds no training state to resume (use --init to fine-tune from it)")
         saved = {k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["train_config"].items()}
         config = dataclasses.replace(TrainConfig(**saved), steps=config.steps)
+        for split, data in (("training", train_data), ("validation", val_data)):
+            started_on = ckpt.get("data", {}).get(split)  # absent from runs saved before it was recorded
+            if started_on and data is not None and started_on != data_fingerprint(data):
+                raise ValueError(f"{resume}: the run was started on other {split} data (speakers or files "
+                                 f"differ); resume it with the same DATA and --val, or start a new run")
     feed = _Feed(train_data, cache_dir, config)
     if config.distill and (world > 1 or feed.kind != "wave"):  # said before any audio is read
         raise ValueError("distillation needs --augment or --speed-perturb (the teacher hears waveforms), "
@@ -289,6 +302,8 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
         extra = {"step": step, "best_eer": best_eer, "history": history, "metrics": metrics,
                  "calibration": calibration,
                  "running_loss": running, "train_config": dataclasses.asdict(config),
+                 "data": {"training": data_fingerprint(train_data),
+                          "validation": data_fingerprint(val_data) if val_data is not None else None},
                  "optimizer": optimizer.state_dict()}
         save_checkpoint(out_dir / "last.pt", encoder, **extra)
 

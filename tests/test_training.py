@@ -389,3 +389,15 @@ def test_validate_names_the_files_it_could_not_read(diarize, succeeds, few_voice
     broken.write_bytes(b"not audio at all")
     stderr = succeeds(diarize("validate", data, "--model", tiny_model, "--device", "cpu", "--cache", tmp_path / "c"))
     assert "skipped 1 unreadable file(s)" in stderr and "broken.wav" in stderr
+
+
+def test_a_run_is_not_resumed_on_other_data(diarize, fails_cleanly, succeeds, few_voices, tmp_path):
+    run, other = tmp_path / "run", tmp_path / "other"
+    shutil.copytree(few_voices, other)
+    next(p for p in sorted(other.iterdir()) if p.is_dir()).rename(other / "someone-else")
+    succeeds(diarize("train", few_voices, "--out", run, "--steps", "1", *TINY_CLI))
+    fails_cleanly(diarize("train", other, "--resume", run / "last.pt", "--steps", "2", *TINY_CLI),
+                  "other training data")
+    moved = tmp_path / "moved"  # the same files elsewhere are the same data
+    shutil.copytree(few_voices, moved)
+    succeeds(diarize("train", moved, "--resume", run / "last.pt", "--steps", "2", *TINY_CLI))
