@@ -239,15 +239,19 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
     rank, world = _dist()
     out_dir = Path(out_dir)
     cache_dir = Path(cache_dir) if cache_dir else out_dir / "features"
+    # what the run is trained and validated on, kept with it: a resume on other data would compare its best
+    # EER across sets
+    fingerprints = {"training": data_fingerprint(train_data),
+                    "validation": data_fingerprint(val_data) if val_data is not None else None}
     if resume:  # a resumed run keeps its own settings, read before the data they decide on
         ckpt = load_checkpoint(resume)
         if "optimizer" not in ckpt:
             raise ModelError(f"{resume}: holds no training state to resume (use --init to fine-tune from it)")
         saved = {k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["train_config"].items()}
         config = dataclasses.replace(TrainConfig(**saved), steps=config.steps)
-        for split, data in (("training", train_data), ("validation", val_data)):
+        for split, now in fingerprints.items():
             started_on = ckpt.get("data", {}).get(split)  # absent from runs saved before it was recorded
-            if started_on and data is not None and started_on != data_fingerprint(data):
+            if started_on and now is not None and started_on != now:
                 raise ValueError(f"{resume}: the run was started on other {split} data (speakers or files "
                                  f"differ); resume it with the same DATA and --val, or start a new run")
     feed = _Feed(train_data, cache_dir, config)
@@ -302,8 +306,7 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
         extra = {"step": step, "best_eer": best_eer, "history": history, "metrics": metrics,
                  "calibration": calibration,
                  "running_loss": running, "train_config": dataclasses.asdict(config),
-                 "data": {"training": data_fingerprint(train_data),
-                          "validation": data_fingerprint(val_data) if val_data is not None else None},
+                 "data": fingerprints,
                  "optimizer": optimizer.state_dict()}
         save_checkpoint(out_dir / "last.pt", encoder, **extra)
 
