@@ -53,11 +53,12 @@ def audio_duration(path: str | Path) -> float:
     return info.frames / info.samplerate
 
 
-def audio_warnings(path: str | Path) -> list[str]:
+def audio_warnings(path: str | Path, nonfinite: int = 0) -> list[str]:
     """What is odd about a readable file but does not stop it being decoded: a WAV whose data stops
     before its header says (cut off while being written or copied) is decoded as far as it goes; a rate
     under telephone speech's 8 kHz lacks most of what tells voices apart; a file shorter than one window
-    holds too little to tell anyone."""
+    holds too little to tell anyone; `nonfinite` NaN or infinite samples (counted while decoding) are
+    taken as silence."""
     info = load_audio_header(Path(path))
     out = []
     cut = re.search(r"^data : (\d+) \(should be (\d+)\)", info.extra_info, re.M)  # libsndfile's WAV log
@@ -71,10 +72,8 @@ def audio_warnings(path: str | Path) -> list[str]:
                    f"(the encoder learnt from 16 kHz speech)")
     if info.duration < WINDOW_SECONDS:
         out.append(f"{path}: {info.duration:.2f} s long, shorter than one {WINDOW_SECONDS:.1f} s window")
-    if info.subtype in ("FLOAT", "DOUBLE"):  # only float samples can be NaN or infinite: decoding is cheap
-        bad = sum(int((~np.isfinite(b)).sum()) for b in sf.blocks(str(path), blocksize=1 << 20, always_2d=True))
-        if bad:
-            out.append(f"{path}: {bad} samples are NaN or infinite; they are taken as silence")
+    if nonfinite:
+        out.append(f"{path}: {nonfinite} samples are NaN or infinite; they are taken as silence")
     return out
 
 
@@ -106,11 +105,14 @@ def log_mel(wave: np.ndarray | torch.Tensor, device: str = "cpu", center: bool =
     return out.reshape(*lead, out.shape[-2], out.shape[-1])
 
 
-def stream_audio(path: str | Path, chunk_seconds: float = 60.0) -> Iterator[np.ndarray]:
-    """Decode a file chunk by chunk as 16 kHz mono float32, so hours of audio never sit in memory whole."""
+def stream_audio(path: str | Path, chunk_seconds: float = 60.0,
+                 nonfinite: list[int] | None = None) -> Iterator[np.ndarray]:
+    """Decode a file chunk by chunk as 16 kHz mono float32, so hours of audio never sit in memory whole.
+    NaN and infinite samples become silence; with `nonfinite`, their count is added to nonfinite[0]."""
     path = Path(path)
     load_audio_header(path)
     with sf.SoundFile(str(path)) as f:
+        floats = f.subtype in ("FLOAT", "DOUBLE")  # only float samples can be NaN or infinite
         resampler = None
         if f.samplerate != SAMPLE_RATE:
             import soxr  # librosa's resampler, used here in its streaming form
@@ -123,6 +125,8 @@ def stream_audio(path: str | Path, chunk_seconds: float = 60.0) -> Iterator[np.n
             except Exception as e:
                 raise AudioError(f"{path}: corrupt audio data ({str(e).splitlines()[-1][:100]})") from None
             last = len(data) < block
+            if floats and nonfinite is not None:
+                nonfinite[0] += int((~np.isfinite(data)).sum())
             mono = _mono(data)
             if resampler is not None:
                 mono = resampler.resample_chunk(mono, last=last)

@@ -78,6 +78,7 @@ NoiseDirOpt = Annotated[Optional[list[Path]], typer.Option(help="Noise recording
                                                                 "training's --augment, the rooms set of "
                                                                 "validation (repeatable).")]
 SeedOpt = Annotated[int, typer.Option(help="Seed of every random choice: one seed, one result.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")]
 
 
 class EmbeddingLayer(str, enum.Enum):
@@ -145,6 +146,8 @@ def train(
     threads: Annotated[int, typer.Option(min=0, help="Torch CPU threads (0: torch's default).")] = 0,
     cache: Annotated[Optional[Path], typer.Option(help="Feature cache folder (default: OUT/features).")] = None,
     force: Annotated[bool, typer.Option("--force", "-f", help="Start over in an OUT that holds a run.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, validation lines or summary "
+                                                             "(warnings and errors still).")] = False,
 ) -> None:
     """Train a siamese KL speaker encoder.
 
@@ -194,9 +197,10 @@ def train(
             steps = run.get("steps", steps)
     elif init and given(*ARCHITECTURE_OPTIONS):
         warn(f"ignored with --init, the model's architecture is kept: {flags(given(*ARCHITECTURE_OPTIONS))}")
-    for folder in (out, cache):
-        if folder is not None and folder.exists() and not folder.is_dir():
-            fail(f"{folder}: is a file, not a folder")
+    for flag, folder in (("--out", out), ("--cache", cache)):
+        problem = folder and folder_problem(folder)
+        if problem:
+            fail(f"{flag} {folder}: cannot write: {problem}")
     held = [p for p in (out / "last.pt", out / "best.pt") if p.exists()]
     if held and not resume:
         if not force:
@@ -223,7 +227,8 @@ def train(
         for name in ("last.pt", "best.pt", "log.jsonl"):
             (out / name).unlink(missing_ok=True)
     rank0 = int(os.environ.get("RANK", "0")) == 0
-    with progress_bar(quiet=not rank0) as bar:
+    talk = rank0 and not quiet  # under torchrun, one process speaks
+    with progress_bar(quiet=not talk) as bar:
         tasks: dict[str, int] = {}
 
         def hook(event: str, **info) -> None:
@@ -235,7 +240,8 @@ def train(
                     bar.remove_task(tasks.pop("features"))
             elif event == "data" and rank0:
                 split = info.get("split", "train")
-                console.print(f"{split}: {info['speakers']} speakers, {info['files']} files")
+                if talk:
+                    console.print(f"{split}: {info['speakers']} speakers, {info['files']} files")
                 if info["skipped"]:
                     console.print(f"[yellow]warning:[/] skipped {len(info['skipped'])} unreadable files:")
                     for line in info["skipped"]:
@@ -251,7 +257,7 @@ def train(
                            info=f"loss {info['loss']:.3f} same {info['same_acc']:.2f} diff {info['diff_acc']:.2f}")
             elif event == "warning" and rank0:
                 warn(info["message"])
-            elif event == "val":
+            elif event == "val" and talk:
                 sets = {k[4:]: v for k, v in info.items() if k.startswith("eer_")}
                 each = ", ".join(f"{name} {100 * eer:.2f}" for name, eer in sets.items())
                 each = f" (mean of {each})" if len(sets) > 1 else ""
@@ -266,11 +272,15 @@ def train(
             console.print(f"interrupted: {last} holds the last whole step; continue with --resume {last}" if last
                           else "interrupted before the first checkpoint: nothing to resume")
             raise typer.Exit(128 + e.args[1])  # the shell's code for death by that signal: 130, 143
+        except KeyboardInterrupt:  # before the first step: while reading the data or building its cache
+            console.print("interrupted before training began: nothing to resume (a partly built feature cache "
+                          "is not kept)")
+            raise typer.Exit(130)
         except (DataError, ModelError, ValueError, WorkerDied) as e:
             fail(str(e))
         except OSError as e:
             fail(f"{e.filename}: {e.strerror}")
-    if rank0:
+    if talk:
         best = summary["best_eer"]
         figure = f"best val EER {100 * best:.2f}%" if best < float("inf") else "no validation"
         console.print(f"done: {summary['step']} steps in {summary['seconds']:.0f} s; {figure}; "
@@ -303,6 +313,9 @@ def train_overlap(
 
     if threads:
         torch.set_num_threads(threads)
+    problem = folder_problem(out)
+    if problem:
+        fail(f"--out {out}: cannot write: {problem}")
     if (out / "best.pt").exists() and not force:
         fail(f"{out} holds a trained detector (best.pt): start over with --force")
     (out / "log.jsonl").unlink(missing_ok=True)
@@ -359,7 +372,6 @@ ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model na
 BatchOpt = Annotated[int, typer.Option(min=1, help="Windows per forward pass.")]
 HopOpt = Annotated[float, typer.Option(min=0.01, max=0.4, help="Seconds between window starts (at most the "
                                                                 "0.4 s window).")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")]
 
 
 def audio_inputs(paths: list[Path]) -> list[Path]:
@@ -447,13 +459,21 @@ def check_writable(path: Path) -> None:
     folder (the missing ones below it are created when the file is written)."""
     if path.is_dir():
         fail(f"{path}: cannot write: it is a folder")
-    folder = path.absolute().parent
+    problem = folder_problem(path.absolute().parent)
+    if problem:
+        fail(f"{path}: cannot write: {problem}")
+
+
+def folder_problem(folder: Path) -> str | None:
+    """Why `folder` cannot be written in or created (a file in its place or above it, no permission), or None."""
+    folder = folder.absolute()
     while not folder.exists():
         folder = folder.parent
     if not folder.is_dir():
-        fail(f"{path}: cannot write: {folder} is a file, not a folder")
+        return f"{folder} is a file, not a folder"
     if not os.access(folder, os.W_OK | os.X_OK):
-        fail(f"{path}: cannot write: no permission to write in {folder}")
+        return f"no permission to write in {folder}"
+    return None
 
 
 def check_target(path: Path, force: bool) -> None:
@@ -561,7 +581,7 @@ def cluster(
                 failures += 1
                 error(result)
                 continue
-            for w in _audio_warnings(path) + result.warnings:
+            for w in result.warnings:
                 warn(w)
             if references and rttm_id(result.file_id) not in references:
                 warn(f"{path}: --ref has no turns of file id {rttm_id(result.file_id)}: not scored")
@@ -595,15 +615,6 @@ def _load_references(ref: Path) -> dict:
         fail(f"--ref {e.filename}: cannot read ({e.strerror})")
     except ValueError as e:
         fail(f"--ref {e}")
-
-
-def _audio_warnings(path: Path) -> list[str]:
-    from .audio import AudioError, audio_warnings
-
-    try:
-        return audio_warnings(path)
-    except AudioError:  # it was read a moment ago; a file that changed since is not worth a failure
-        return []
 
 
 def _write_outputs(result, targets, plot: Optional[Path], references: dict) -> str | None:
@@ -712,7 +723,7 @@ def embed(
 
     def done(path: Path, warnings: list[str]) -> None:
         bar.update(task, advance=1, info=path.name)
-        for w in _audio_warnings(path) + warnings:
+        for w in warnings:
             warn(w)
 
     with progress_bar(quiet) as bar:

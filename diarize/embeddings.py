@@ -32,9 +32,9 @@ def collect_embeddings(files: list[Path], encoder: SpeakerEncoder, level: str = 
         rows["speakers"] += list(speakers) if speakers is not None else [""] * len(rows["start"][-1])
 
     for path in files:
-        warnings = []
         if level in ("window", "file"):
             w = embed_windows(path, encoder, config)
+            warnings = list(w.warnings)
             if level == "window":
                 # windows over the last frames reach a frame past the last sample: stop at the real end
                 add(w.embeddings, w.start, np.minimum(w.end, w.duration), path)
@@ -46,7 +46,7 @@ def collect_embeddings(files: list[Path], encoder: SpeakerEncoder, level: str = 
                 add(mean / max(np.linalg.norm(mean), 1e-12), 0.0, w.duration, path)
         elif level in ("segment", "speaker"):
             d = diarize(path, encoder, config=config, **(counts or {}))
-            warnings = d.warnings  # "no speech found": no rows from this input
+            warnings = d.warnings  # with "no speech found", no rows come from this input
             if level == "segment":
                 names = [f"SPEAKER_{k:02d}" for k in d.segments["labels"]]
                 add(d.segments["embeddings"], d.segments["start"], d.segments["end"], path, names)

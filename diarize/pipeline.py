@@ -9,7 +9,7 @@ import time
 from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from scipy.ndimage import binary_dilation, uniform_filter1d
 
-from .audio import audio_duration, load_audio_header, stream_audio, stream_log_mel
+from .audio import audio_duration, audio_warnings, load_audio_header, stream_audio, stream_log_mel
 from .calibration import Calibration, for_recording, normalise
 from .cluster import centroids, cluster_embeddings
 from .hparams import FRAME_SECONDS, WINDOW_FRAMES, WINDOW_SECONDS
@@ -60,8 +60,28 @@ class PipelineConfig:
     chunk_seconds: float = 60.0  # audio decoded and featurised this much at a time
 
     def __post_init__(self):
-        if self.batch_size < 1:
-            raise ValueError(f"batch size {self.batch_size}: at least 1 window")
+        # checked here, not where each is used: a wrong setting fails before minutes of embedding
+        if self.vad not in ("silero", "energy"):
+            raise ValueError(f"unknown speech detector {self.vad!r}; use silero or energy")
+        if self.cluster not in ("ahc", "hdbscan"):
+            raise ValueError(f"unknown clustering method {self.cluster!r}; use ahc or hdbscan")
+        for name in ("batch_size", "min_cluster_size", "smooth_windows"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} {value!r}: a whole number, 1 or more")
+        for name in ("window_hop", "segment_seconds", "noisy_segment_seconds", "energy_threshold",
+                     "silero_threshold", "min_speech", "min_silence", "min_turn", "speech_pad", "max_pause",
+                     "min_overlap", "chunk_seconds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not np.isfinite(value):
+                raise ValueError(f"{name} {value!r}: a number")
+            positive = name in ("segment_seconds", "noisy_segment_seconds", "chunk_seconds")
+            if value < 0 or (positive and value <= 0):
+                raise ValueError(f"{name} {value:g}: {'above 0' if positive else '0 or more'}")
+        if not 0 <= self.energy_threshold <= 1 or not 0 <= self.silero_threshold <= 1:
+            raise ValueError("energy_threshold and silero_threshold lie between 0 and 1")
+        if self.floor_margin is not None and not (isinstance(self.floor_margin, (int, float)) and self.floor_margin >= 0):
+            raise ValueError(f"floor_margin {self.floor_margin!r}: dB, 0 or more, or None (off)")
         if not FRAME_SECONDS <= self.window_hop <= WINDOW_SECONDS:  # a longer hop would skip audio
             raise ValueError(f"window hop {self.window_hop:g} s: use {FRAME_SECONDS:g}-{WINDOW_SECONDS:g} s "
                              f"(at most the window length)")
@@ -82,6 +102,7 @@ class Windows:
     silero: SileroSpeech | None = None
     overlap: np.ndarray | None = None  # (frames,) probability of overlapped speech, where the detector ran
     overlap_threshold: float = 0.5  # the detector's: from this probability a frame counts as overlapped
+    warnings: tuple[str, ...] = ()  # what is odd about the file (audio.audio_warnings)
 
     @property
     def end(self) -> np.ndarray:
@@ -151,10 +172,11 @@ def embed_windows(path: str | Path, encoder: SpeakerEncoder, config: PipelineCon
     hop = config.hop_frames
     silero = SileroSpeech() if config.vad == "silero" else None
     backlog: deque = deque()  # silero-vad's jobs, in the order of the chunks
+    nonfinite = [0]  # NaN or infinite samples met while decoding
 
     def audio_chunks(scoring: ThreadPoolExecutor | None):
         carry = np.zeros(0, np.float32)  # samples after the chunk's last whole 32 ms: scored with the next
-        for chunk in _timed(stream_audio(path, config.chunk_seconds), timer, "decode"):
+        for chunk in _timed(stream_audio(path, config.chunk_seconds, nonfinite), timer, "decode"):
             if scoring is not None:
                 # resampled chunks are not whole 32 ms steps: dropping each one's tail would move every
                 # later speech probability earlier (by ~30 ms a minute, 1.5-2 s an hour)
@@ -209,7 +231,8 @@ def embed_windows(path: str | Path, encoder: SpeakerEncoder, config: PipelineCon
                    np.concatenate(starts) * FRAME_SECONDS if starts else np.zeros(0),
                    np.concatenate(energies) if energies else np.zeros(0), n_frames, min(duration, n_frames * FRAME_SECONDS), silero,
                    (np.concatenate(overlap) if overlap else np.zeros(0, np.float16)) if detector is not None else None,
-                   detector.threshold if detector is not None else 0.5)
+                   detector.threshold if detector is not None else 0.5,
+                   tuple(audio_warnings(path, nonfinite[0])))
 
 
 @contextmanager
@@ -245,7 +268,7 @@ def speech_mask(windows: Windows, config: PipelineConfig, heard: np.ndarray | No
     elif config.vad == "energy":
         speech = energy_speech(windows.energy_db, config.energy_threshold, config.min_speech, config.min_silence)
     else:
-        raise ValueError(f"unknown speech detector {config.vad!r}; use energy or silero")
+        raise ValueError("these windows carry no silero-vad scores: embed them with vad='silero', or use vad='energy'")
     return speech & (audible(windows, config) if heard is None else heard)
 
 
@@ -382,18 +405,21 @@ def absorb_short_runs(runs: list[list[int]], short: int) -> list[list[int]]:
 
 
 def diarize(path: str | Path, model: SpeakerEncoder | str | Path | None = None, *,
-            num_speakers: int | None = None, min_speakers: int = 1, max_speakers: int | None = None,
-            config: PipelineConfig = PipelineConfig(), device: str | None = "auto", seed: int = 0,
+            num_speakers: int | None = None, min_speakers: int | None = 1, max_speakers: int | None = None,
+            config: PipelineConfig | dict = PipelineConfig(), device: str | None = "auto", seed: int = 0,
             hook: Hook | None = None, overlap_model: OverlapDetector | str | Path | None = None) -> Diarization:
     """Who spoke when in one recording.
 
     model: an encoder, a registry name or a path (default: the bundled model).
     overlap_model: the overlap detector used when config.overlap is on (default: the bundled one).
-    num_speakers: exactly this many speakers; otherwise estimated within [min_speakers, max_speakers].
+    num_speakers: exactly this many speakers; otherwise estimated within [min_speakers, max_speakers]
+    (None: no bound).
+    config: a PipelineConfig, or a dict of its fields.
     hook: called as hook("embed", completed=seconds, total=seconds) while the file streams past.
     """
     path = Path(path)
     check_speaker_counts(num_speakers, min_speakers, max_speakers)
+    config = as_config(config)
     load_audio_header(path)
     encoder = model if isinstance(model, SpeakerEncoder) else load_model(model, device)
     detector = None
@@ -412,13 +438,27 @@ def _detector(path: str | Path | None) -> OverlapDetector:
     return load_detector(path)
 
 
-def check_speaker_counts(num_speakers: int | None, min_speakers: int, max_speakers: int | None) -> None:
-    """ValueError unless the counts are whole numbers >= 1 that agree (num_speakers within the bounds)."""
+def as_config(config: PipelineConfig | dict) -> PipelineConfig:
+    """A PipelineConfig from itself or from a dict of its fields; TypeError naming what is wrong."""
+    if isinstance(config, PipelineConfig):
+        return config
+    if not isinstance(config, dict):
+        raise TypeError(f"config: a PipelineConfig or a dict of its fields, not {type(config).__name__}")
+    unknown = sorted(set(config) - {f.name for f in fields(PipelineConfig)})
+    if unknown:
+        raise TypeError(f"config: no setting named {', '.join(map(repr, unknown))}")
+    return PipelineConfig(**config)
+
+
+def check_speaker_counts(num_speakers: int | None, min_speakers: int | None, max_speakers: int | None) -> None:
+    """ValueError unless the counts are whole numbers >= 1 that agree (num_speakers within the bounds);
+    None is no bound."""
     for name, value in (("num_speakers", num_speakers), ("min_speakers", min_speakers),
                         ("max_speakers", max_speakers)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
             raise ValueError(f"{name} {value!r}: a speaker count is a whole number, 1 or more")
     hi = max_speakers if max_speakers is not None else float("inf")
+    min_speakers = min_speakers or 1
     if min_speakers > hi:
         raise ValueError(f"min_speakers {min_speakers} is above max_speakers {max_speakers}")
     if num_speakers is not None and not min_speakers <= num_speakers <= hi:
@@ -426,15 +466,18 @@ def check_speaker_counts(num_speakers: int | None, min_speakers: int, max_speake
                          f"max_speakers {max_speakers}")
 
 
-def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None = None, min_speakers: int = 1,
-                    max_speakers: int | None = None, config: PipelineConfig = PipelineConfig(), seed: int = 0,
+def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None = None,
+                    min_speakers: int | None = 1, max_speakers: int | None = None,
+                    config: PipelineConfig | dict = PipelineConfig(), seed: int = 0,
                     timer: StageTimer | None = None, calibration: Calibration | None = None) -> Diarization:
     """The steps after embedding: speech detection, segments, clustering, resegmentation, turns.
     `calibration` (the encoder's) is needed unless `num_speakers` is given (and used then too, if given)."""
+    min_speakers = 1 if min_speakers is None else min_speakers
     check_speaker_counts(num_speakers, min_speakers, max_speakers)
+    config = as_config(config)
     timer = timer if timer is not None else StageTimer()
     hop = config.hop_frames
-    warnings = []
+    warnings = list(windows.warnings)
     with timer("speech detection"):
         heard = audible(windows, config)
         speech = speech_mask(windows, config, heard)
@@ -452,8 +495,9 @@ def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None 
         seg_of, seg_start, seg_end, seg_emb = segment_embeddings(windows, idx, speech, seconds)
         asked = max(num_speakers or 0, min_speakers)
         if asked > len(seg_emb):
-            warnings.append(f"{file_id}: {asked} speakers asked for but only {len(seg_emb)} speech segments; "
-                            f"found {len(seg_emb)} speakers at most")
+            n = len(seg_emb)
+            warnings.append(f"{file_id}: {asked} speakers asked for but only {n} speech segment{'s' * (n != 1)}; "
+                            f"found {n} speaker{'s' * (n != 1)} at most")
         # embeddings of one recording share a common direction; removing it spreads speakers apart
         centre = seg_emb.mean(axis=0)
         seg_c, win_c = normalise(seg_emb - centre), normalise(windows.embeddings[idx] - centre)

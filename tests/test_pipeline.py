@@ -390,8 +390,40 @@ def test_the_api_refuses_speaker_counts_that_cannot_be_met_naming_its_parameters
 
 
 def test_a_batch_of_no_windows_is_refused():
-    with pytest.raises(ValueError, match="batch size 0"):
+    with pytest.raises(ValueError, match="batch_size 0"):
         PipelineConfig(batch_size=0)
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(segment_seconds=0), "segment_seconds 0: above 0"),
+    (dict(min_turn=-1), "min_turn -1: 0 or more"),
+    (dict(silero_threshold=1.5), "lie between 0 and 1"),
+    (dict(vad="webrtc"), "unknown speech detector 'webrtc'"),
+    (dict(cluster="kmeans"), "unknown clustering method 'kmeans'"),
+    (dict(smooth_windows=2.5), "smooth_windows 2.5: a whole number"),
+    (dict(max_pause="long"), "max_pause 'long': a number"),
+])
+def test_settings_that_cannot_work_are_refused_before_any_audio_is_read(settings, message):
+    with pytest.raises(ValueError, match=message):
+        PipelineConfig(**settings)
+
+
+def test_the_api_takes_a_dict_of_settings_and_no_lower_bound_on_the_count(tiny_model):
+    result = diarize(EXAMPLE, tiny_model, device="cpu", config={"vad": "energy"}, min_speakers=None)
+    assert result.turns and result.speakers
+    with pytest.raises(TypeError, match="no setting named 'vda'"):
+        diarize(EXAMPLE, tiny_model, device="cpu", config={"vda": "energy"})
+    with pytest.raises(TypeError, match="a PipelineConfig or a dict of its fields, not str"):
+        diarize(EXAMPLE, tiny_model, device="cpu", config="energy")
+
+
+def test_the_result_carries_the_warnings_about_its_file(tiny_model, make_audio, voices):
+    wave = voices(seconds=3.0)
+    wave[:8000] = np.nan
+    result = diarize(make_audio("nan.wav", wave, subtype="FLOAT"), tiny_model, device="cpu")
+    assert any("nan.wav: 8000 samples are NaN or infinite" in w for w in result.warnings)
+    low = diarize(make_audio("low.wav", voices(seconds=3.0, sr=6000), sr=6000), tiny_model, device="cpu")
+    assert any("low.wav: sampled at 6000 Hz" in w for w in low.warnings)
 
 
 def test_a_burst_of_short_alternating_runs_joins_the_speaker_around_it():

@@ -401,3 +401,34 @@ def test_a_run_is_not_resumed_on_other_data(diarize, fails_cleanly, succeeds, fe
     moved = tmp_path / "moved"  # the same files elsewhere are the same data
     shutil.copytree(few_voices, moved)
     succeeds(diarize("train", moved, "--resume", run / "last.pt", "--steps", "2", *TINY_CLI))
+
+
+def test_ctrl_c_while_the_feature_cache_is_built_says_so_and_leaves_no_cache(diarize, few_voices, tmp_path,
+                                                                             monkeypatch):
+    import diarize.data as data
+
+    def interrupted(path):  # the first file read is where Ctrl-C lands
+        raise KeyboardInterrupt
+    monkeypatch.setattr(data, "_features", interrupted)
+    result = diarize("train", few_voices, "--out", tmp_path / "run", "--steps", "1", *TINY_CLI)
+    assert result.exit_code == 130
+    assert "interrupted before training began" in result.stderr
+    assert not list((tmp_path / "run").rglob("*.tmp")) and not list((tmp_path / "run").rglob("index.json"))
+
+
+@pytest.mark.parametrize("command", ["train", "train-overlap"])
+def test_an_out_folder_below_a_file_is_refused_naming_the_option(diarize, fails_cleanly, few_voices, tmp_path,
+                                                                command):
+    (tmp_path / "afile").write_text("")
+    given = ("--val", few_voices) if command == "train-overlap" else ()
+    fails_cleanly(diarize(command, few_voices, *given, "--out", tmp_path / "afile" / "run", "--steps", "1"),
+                  "--out", "afile is a file, not a folder")
+
+
+def test_quiet_training_prints_only_warnings_and_errors(diarize, succeeds, few_voices, tmp_path):
+    args = ("--steps", "2", "--val-speakers", "2", "--val-every", "1", *TINY_CLI)
+    loud = succeeds(diarize("train", few_voices, "--out", tmp_path / "loud", *args))
+    assert "step 1: val EER" in loud and "done: 2 steps" in loud
+    quiet = succeeds(diarize("train", few_voices, "--out", tmp_path / "quiet", "--quiet", *args))
+    assert all(line.startswith("warning:") or line.startswith("  ") for line in quiet.splitlines()), quiet
+    assert (tmp_path / "quiet" / "best.pt").exists()
