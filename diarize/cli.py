@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="markdown",
+# plain help, as Unix tools print it: rich's boxed tables left the help text a few words a line at 80 columns
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   context_settings={"help_option_names": ["-h", "--help"]})
 console = Console(stderr=True, emoji=False)  # no emoji: ":x:" in a file name stays as it is
 
@@ -56,7 +57,9 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
                                                 help="Print the version and exit.")] = False) -> None:
     """Who spoke when: offline speaker diarization with a siamese KL speaker encoder.
 
-    Example: diarize cluster meeting.wav --out rttm
+    \b
+    Example:
+      diarize cluster meeting.wav --out rttm
     """
 
 
@@ -151,7 +154,9 @@ def train(
 ) -> None:
     """Train a siamese KL speaker encoder.
 
-    Example: diarize train ~/corpus/train.tsv --val ~/corpus/dev.tsv --out runs/enc --augment
+    \b
+    Example:
+      diarize train ~/corpus/train.tsv --val ~/corpus/dev.tsv --out runs/enc --augment
     """
     import torch
 
@@ -305,7 +310,9 @@ def train_overlap(
     """Train the overlapped-speech detector: non-speech, one speaker or overlap for every 20 ms. The overlap
     threshold of best F1 on --val is stored with the model.
 
-    Example: diarize train-overlap sims/train --val sims/val --out runs/overlap
+    \b
+    Example:
+      diarize train-overlap sims/train --val sims/val --out runs/overlap
     """
     import torch
 
@@ -535,7 +542,9 @@ def cluster(
     are still diarized; the exit status is then 1. A recording without speech gets a warning and an
     empty output.
 
-    Example: diarize cluster meeting.wav --out rttm --plot timeline.png
+    \b
+    Example:
+      diarize cluster meeting.wav --out rttm --plot timeline.png
     """
     from .pipeline import PipelineConfig
 
@@ -690,7 +699,9 @@ def embed(
     The speaker count and --cluster shape the segment and speaker levels, as for cluster; --vad decides
     the speech of every level but window.
 
-    Example: diarize embed interview.wav --level speaker --num-speakers 2 --out speakers.npz
+    \b
+    Example:
+      diarize embed interview.wav --level speaker --num-speakers 2 --out speakers.npz
     """
     from .audio import AudioError, load_audio_header
     from .embeddings import collect_embeddings, save_embeddings
@@ -755,7 +766,9 @@ def evaluate(
 
     Reference and hypothesis files are matched by the file id of their RTTM lines.
 
-    Example: diarize evaluate refs/ hyps/ --collar 0.25
+    \b
+    Example:
+      diarize evaluate refs/ hyps/ --collar 0.25
     """
     import json
 
@@ -810,7 +823,9 @@ def info(model: ModelOpt = None) -> None:
     """Show a model: its file, architecture and the figures measured when it was trained (a speaker
     encoder, or an overlap detector given by its path).
 
-    Example: diarize info
+    \b
+    Example:
+      diarize info
     """
     from .model import ModelError, available_models, load_checkpoint, model_from_checkpoint, resolve_model_path
     from .overlap import BUNDLED_DETECTOR, detector_from_checkpoint
@@ -872,7 +887,9 @@ def validate(
     the calibration its speaker count needs (stored in a model file with --calibrate); with --also, --rooms
     and --clips, the EER of each further set and their mean.
 
-    Example: diarize validate ~/corpus/dev.tsv --model runs/enc/best.pt --calibrate runs/enc/calibrated.pt
+    \b
+    Example:
+      diarize validate ~/corpus/dev.tsv --model runs/enc/best.pt --calibrate runs/enc/calibrated.pt
     """
     from .data import DataError, list_dataset
     from .model import ModelError, load_model
@@ -951,7 +968,9 @@ def benchmark(
     Stages: decode, features, speech detection, embeddings, clustering, output; figures: seconds per
     hour of audio, times faster than real time, peak resident memory.
 
-    Example: diarize benchmark --minutes 30 --json bench.json
+    \b
+    Example:
+      diarize benchmark --minutes 30 --json bench.json
     """
     import tempfile
 

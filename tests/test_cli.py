@@ -4,12 +4,15 @@ failure is one `error:` line with a non-zero exit."""
 import errno
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+
 import pytest
+import typer
 import torch
 
 from diarize.cli import app
@@ -356,6 +359,20 @@ def test_help_of_the_tool_and_of_every_command_has_an_example(command):
         result = CliRunner().invoke(app, ([command] if command else []) + [flag])
         assert result.exit_code == 0, result.output
         assert "Example" in result.stdout
+
+
+@pytest.mark.parametrize("command", [c.name or c.callback.__name__ for c in app.registered_commands])
+def test_help_in_an_80_column_terminal_shows_every_option_whole_and_the_example_on_one_line(command):
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.stdout
+    names = [n for p in typer.main.get_command(app).commands[command].params if p.param_type_name == "option"
+             for n in p.opts + p.secondary_opts]
+    assert all(re.search(rf"(^|[\s,/]){re.escape(n)}([\s,/=]|$)", result.stdout, re.M) for n in names)
+    after = result.stdout.split("Example:")[1].lstrip("\n").splitlines()
+    assert after[0].strip().startswith("diarize ") and not after[1].strip()  # the command whole, to copy
 
 
 def test_info_shows_an_overlap_detector_given_by_its_path(diarize, succeeds):
