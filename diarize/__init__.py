@@ -2,7 +2,7 @@
 
     import diarize
     result = diarize.diarize("meeting.wav")          # bundled model, CPU or CUDA
-    diarize.write_turns(result.turns, "meeting.rttm")
+    diarize.write_turns(result.turns, "meeting.rttm", file_id=result.file_id)
 """
 import importlib
 
@@ -10,6 +10,10 @@ __all__ = ["load_model", "diarize", "Diarization", "PipelineConfig", "Turn", "wr
 __version__ = "0.1.0"
 _MODULE_OF = {"load_model": "model", "diarize": "pipeline", "Diarization": "pipeline",
               "PipelineConfig": "pipeline", "Turn": "writers", "write_turns": "writers"}
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 def __getattr__(name: str):

@@ -63,7 +63,26 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
     """
 
 
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")]
+def _device_named(value: str) -> str:
+    """A usage error (exit 2) for a device that no machine has; CUDA missing on this one is found later."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value.lower()):
+        fail(f"unknown device {value!r}; use auto, cpu, cuda or cuda:N", USAGE)
+    return value.lower()
+
+
+def _model_named(value: Optional[str]) -> Optional[str]:
+    """A usage error (exit 2) for a model name or path that does not exist; a bad file is found later."""
+    from .model import ModelError, resolve_model_path
+
+    try:
+        resolve_model_path(value)
+    except ModelError as e:
+        fail(str(e), USAGE)
+    return value
+
+
+DeviceOpt = Annotated[str, typer.Option("--device", callback=_device_named,
+                                        help="auto (CUDA when present), cpu, cuda or cuda:N.")]
 
 
 # train's options that a run keeps for good: a resume reads them from its checkpoint, --init the architecture
@@ -80,7 +99,8 @@ ClipsOpt = Annotated[Optional[Path], typer.Option(
 NoiseDirOpt = Annotated[Optional[list[Path]], typer.Option(help="Noise recordings that speech is put under: "
                                                                 "training's --augment, the rooms set of "
                                                                 "validation (repeatable).")]
-SeedOpt = Annotated[int, typer.Option(help="Seed of every random choice: one seed, one result.")]
+SeedOpt = Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed of every random choice: one seed, one "
+                                                                "result.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")]
 
 
@@ -374,7 +394,8 @@ MaxSpeakersOpt = Annotated[Optional[int], typer.Option(min=1, help="At most this
 VadOpt = Annotated[VAD, typer.Option(help="Speech detector: silero (silero-vad) or energy (faster, for clean audio).")]
 ClusterOpt = Annotated[Method, typer.Option("--cluster", help="Clustering when the count is estimated, with the "
                                                               "model's calibration.")]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model name in models/ or a .pt path "
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", callback=_model_named,
+                                                  help="Model name in models/ or a .pt path "
                                                                           "(default: the bundled model).")]
 BatchOpt = Annotated[int, typer.Option(min=1, help="Windows per forward pass.")]
 HopOpt = Annotated[float, typer.Option(min=0.01, max=0.4, help="Seconds between window starts (at most the "
@@ -461,6 +482,11 @@ def check_outputs(targets: dict[Path, list[str]], force: bool, skip_existing: bo
     return [f for f in targets if not (skip_existing and f in done)]
 
 
+def read_problem(e: OSError) -> str:
+    """An unreadable input, worded as the audio inputs' errors are."""
+    return f"{e.filename}: no such file" if isinstance(e, FileNotFoundError) else f"{e.filename}: cannot read ({e.strerror})"
+
+
 def check_writable(path: Path) -> None:
     """Fail naming `path` unless it could be written: its nearest existing folder must be a writable
     folder (the missing ones below it are created when the file is written)."""
@@ -490,11 +516,24 @@ def check_target(path: Path, force: bool) -> None:
         fail(f"{path} exists; use --force to overwrite")
 
 
+def check_json_target(path: Optional[Path], force: bool) -> bool:
+    """Before any work: --json's file can be written (see check_target); True when it is - (stdout)."""
+    if path is not None and str(path) == "-":
+        return True
+    if path is not None:
+        check_target(path, force)
+    return False
+
+
 def write_json(path: Path, data) -> None:
+    """`data` as JSON to `path`, atomically, or to stdout when `path` is -."""
     import json
 
     from .writers import atomic_write
 
+    if str(path) == "-":
+        typer.echo(json.dumps(data, indent=1))
+        return
     try:
         with atomic_write(path) as f:
             json.dump(data, f, indent=1)
@@ -529,7 +568,7 @@ def cluster(
     force: ForceOpt = False,
     skip_existing: Annotated[bool, typer.Option(
         "--skip-existing", help="Leave out the inputs whose outputs all exist (to carry on with an interrupted "
-                                "batch).")] = False,
+                                "batch; with --force, the inputs written in part are redone).")] = False,
     plot: Annotated[Optional[Path], typer.Option(help="Draw a timeline PNG (one per input: -STEM is "
                                                       "appended when there are several).")] = None,
     ref: Annotated[Optional[Path], typer.Option(help="Reference RTTM (file or folder): drawn in the plot and "
@@ -559,7 +598,25 @@ def cluster(
     if len(files) > 1 and out not in ("-", "all") and Path(out).suffix:
         fail("--out names one file but several inputs were given: use a format and --out-dir", USAGE)
     targets = {f: output_targets(f, out, out_dir) for f in files}
+    if plot and plot.suffix.lower() != ".png":
+        fail(f"--plot {plot}: the timeline is a PNG: give a path ending in .png", USAGE)
     plots = {f: plot_target(plot, f.stem, len(files) > 1) for f in files} if plot else {}
+    if out == "-":  # one stream: two recordings under one file id could not be told apart in it
+        from .writers import rttm_id
+
+        ids: dict[str, Path] = {}
+        for f in files:
+            if rttm_id(f.stem) in ids:
+                fail(f"{ids[rttm_id(f.stem)]} and {f} would both be file id {rttm_id(f.stem)} in --out -; "
+                     f"give them separate runs", USAGE)
+            ids[rttm_id(f.stem)] = f
+    if ref:
+        read = {os.path.realpath(p) for p in (ref.glob("*.rttm") if ref.is_dir() else [ref])}
+        for f in files:
+            for p in [p for p, _ in targets[f] if p != "-"]:
+                if os.path.realpath(p) in read:
+                    fail(f"{p} is read as --ref and would be overwritten by the turns found: write them "
+                         f"elsewhere (--out-dir)", USAGE)
     given = len(files)
     files = check_outputs({f: [p for p, _ in targets[f]] + ([str(plots[f])] if plot else []) for f in files},
                           force, skip_existing)
@@ -621,7 +678,7 @@ def _load_references(ref: Path) -> dict:
     try:
         return load_rttms_warning(ref, f"--ref {ref}")
     except OSError as e:
-        fail(f"--ref {e.filename}: cannot read ({e.strerror})")
+        fail(f"--ref {read_problem(e)}")
     except ValueError as e:
         fail(f"--ref {e}")
 
@@ -631,10 +688,11 @@ def _write_outputs(result, targets, plot: Optional[Path], references: dict) -> s
     atomic: written whole or not at all)."""
     from .writers import rttm_id, write_turns
 
-    path = None
+    path, written = None, []
     try:
         for path, fmt in targets:
             write_turns(result.turns, path, fmt, result.file_id)
+            written.append(path)
         if plot:
             from .plot import plot_timeline
 
@@ -644,7 +702,11 @@ def _write_outputs(result, targets, plot: Optional[Path], references: dict) -> s
     except BrokenPipeError:
         raise  # stdout closed (| head): the run ends there, quietly
     except (OSError, ValueError) as e:
-        return f"cannot write {path} ({getattr(e, 'strerror', None) or e})"
+        # all of an input's outputs or none: a rerun once the cause is mended is not refused as done
+        for done in written:
+            if done != "-":
+                Path(done).unlink(missing_ok=True)
+        return f"cannot write {path} ({getattr(e, 'strerror', None) or e}); none of its outputs were kept"
     return None
 
 
@@ -687,6 +749,7 @@ def embed(
     device: DeviceOpt = "auto",
     window_hop: HopOpt = 0.2,
     batch_size: BatchOpt = 256,
+    seed: SeedOpt = 0,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -730,7 +793,7 @@ def embed(
     except (ModelError, ValueError) as e:
         fail(str(e))
     config = PipelineConfig(window_hop=window_hop, batch_size=batch_size, vad=vad.value, cluster=method.value)
-    counts = dict(num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers)
+    counts = dict(num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers, seed=seed)
 
     def done(path: Path, warnings: list[str]) -> None:
         bar.update(task, advance=1, info=path.name)
@@ -770,15 +833,11 @@ def evaluate(
     Example:
       diarize evaluate refs/ hyps/ --collar 0.25
     """
-    import json
-
     from rich.table import Table
 
     from .evaluate import score
 
-    to_stdout = json_out is not None and str(json_out) == "-"
-    if json_out and not to_stdout:
-        check_target(json_out, force)
+    to_stdout = check_json_target(json_out, force)
     try:
         references, hypotheses = load_rttms_warning(ref, str(ref)), load_rttms_warning(hyp, str(hyp))
         if not references:
@@ -787,16 +846,20 @@ def evaluate(
             fail(f"no file id of {hyp} is one of {ref}: {_ids(hypotheses)} against {_ids(references)}")
         rows = score(references, hypotheses, collar=2 * collar, skip_overlap=skip_overlap)
     except OSError as e:
-        fail(f"{e.filename}: cannot read ({e.strerror})")
+        fail(read_problem(e))
     except ValueError as e:
         fail(str(e))
+    unscored = [r["file"] for r in rows if r["file"] != "TOTAL" and not r["total"]]
+    if unscored:
+        left = f" once the collar of {collar:g} s each side is taken out" if collar else ""
+        warn(f"no reference speech is left to score{left} in {len(unscored)} of {len(rows) - 1} files "
+             f"({', '.join(unscored[:5])}{' ...' if len(unscored) > 5 else ''}): their DER is 0% without a "
+             f"false alarm, 100% with one (pyannote's convention)")
     unmatched = {k: v for k, v in hypotheses.items() if k not in references}
     if unmatched:
         warn(f"{len(unmatched)} hypothesis file ids are not in the reference, not scored: {_ids(unmatched)}")
     records = [{k: v if isinstance(v, (str, int)) else float(v) for k, v in r.items()} for r in rows]
-    if to_stdout:
-        typer.echo(json.dumps(records, indent=1))
-    else:
+    if not to_stdout:
         table = Table(title=f"collar {collar:g} s each side, overlap {'skipped' if skip_overlap else 'scored'}")
         for col in ("file", "DER %", "missed %", "false alarm %", "confusion %", "JER %", "speakers ref/hyp"):
             table.add_column(col, justify="right" if col != "file" else "left")
@@ -808,7 +871,7 @@ def evaluate(
     if missing:
         warn(f"no hypothesis for {len(missing)} of {len(references)} reference files, scored as all missed: "
              f"{_ids(missing)}")
-    if json_out and not to_stdout:
+    if json_out:
         write_json(json_out, records)
 
 
@@ -873,7 +936,8 @@ def validate(
     per_speaker: Annotated[int, typer.Option(min=2, help="Utterances per speaker for the EER.")] = 20,
     cache: Annotated[Path, typer.Option(help="Feature cache folder.")] = Path.home() / ".cache" / "diarize",
     workers: Annotated[int, typer.Option(min=1, help="Processes computing features.")] = 1,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON (- for stdout: the "
+                                                                     "text then goes to stderr).")] = None,
     calibrate: Annotated[Optional[Path], typer.Option(
         help="Write the model with the speaker-count calibration read on these speakers to this .pt file "
              "(may be the model's own file; replaced only with --force).")] = None,
@@ -895,8 +959,7 @@ def validate(
     from .model import ModelError, load_model
     from .train import validate as run_validation
 
-    if json_out:
-        check_target(json_out, force)
+    to_stdout = check_json_target(json_out, force)
     if calibrate:
         if calibrate.suffix != ".pt":
             fail(f"{calibrate}: a model file ends in .pt", USAGE)
@@ -912,7 +975,7 @@ def validate(
         fail(f"{e.filename}: {e.strerror}")
     if figures["skipped"]:
         warn(f"skipped {figures['skipped']} unreadable file(s): " + "; ".join(figures["skipped_files"]))
-    out = Console()
+    out = console if to_stdout else Console()  # stdout holds the JSON alone
     out.print(f"EER {100 * figures['eer']:.2f}% over {figures['utterances']} utterances of "
               f"{figures['speakers']} speakers; pair accuracy {figures['pair_accuracy']:.3f}")
     further = {k[4:]: v for k, v in figures.items() if k.startswith("eer_") and k not in ("eer_val", "eer_mean")}
@@ -949,9 +1012,11 @@ def validate(
 
 @app.command()
 def benchmark(
+    ctx: typer.Context,
     audio: Annotated[Optional[Path], typer.Argument(
         metavar="AUDIO", help="Recording to time (default: one of --minutes built from the example).")] = None,
-    minutes: Annotated[float, typer.Option(min=0.1, help="Length of the built recording.")] = 30.0,
+    minutes: Annotated[float, typer.Option(min=0.1, max=600, help="Length of the built recording (it is "
+                                                                 "written to a temporary file: 115 MB an hour).")] = 30.0,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     window_hop: HopOpt = 0.2,
@@ -960,7 +1025,8 @@ def benchmark(
                                                                       "speaker (the bundled detector).")] = False,
     batch_size: BatchOpt = 256,
     threads: Annotated[int, typer.Option(min=0, help="Torch CPU threads (0: torch's default).")] = 0,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON (- for stdout: the "
+                                                                     "text then goes to stderr).")] = None,
     force: ForceOpt = False,
 ) -> None:
     """Time each stage of diarization; report speed and peak memory.
@@ -981,14 +1047,18 @@ def benchmark(
     from .model import ModelError
     from .pipeline import PipelineConfig
 
-    if json_out:
-        check_target(json_out, force)
+    to_stdout = check_json_target(json_out, force)
+    if audio is not None and ctx.get_parameter_source("minutes").name == "COMMANDLINE":
+        warn(f"--minutes is not used: {audio} is timed as it is")
     if threads:
         torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
         if audio is None:
             console.print(f"building a {minutes:g}-minute recording from the example")
-            built = make_recording(Path(tmp) / f"bench-{minutes:g}min.wav", minutes)
+            try:
+                built = make_recording(Path(tmp) / f"bench-{minutes:g}min.wav", minutes)
+            except (OSError, RuntimeError) as e:  # soundfile's errors (a full disk) are RuntimeErrors
+                fail(f"cannot build the recording in {tmp}: {e}")
         try:
             r = run_benchmark(audio or built, model, device, PipelineConfig(window_hop=window_hop,
                                                                             batch_size=batch_size, vad=vad.value,
@@ -997,15 +1067,21 @@ def benchmark(
             fail(str(e))
         if audio is None:  # the built file is gone with its temporary folder
             r["audio"] = f"examples/meeting.wav repeated at varying gain to {minutes:g} minutes"
-    table = Table(title=f"{r['audio_seconds'] / 60:.1f} min of audio on {r['device']} ({r['threads']} threads)")
+    length = f"{r['audio_seconds'] / 60:.1f} min" if r["audio_seconds"] >= 60 else f"{r['audio_seconds']:.1f} s"
+    table = Table(title=f"{length} of audio on {r['device']} ({r['threads']} threads)")
     table.add_column("stage")
     table.add_column("seconds", justify="right")
     table.add_column("s per hour of audio", justify="right")
     for stage, sec in r["stages"].items():
         table.add_row(stage, f"{sec:.2f}", f"{3600 * sec / r['audio_seconds']:.1f}")
     table.add_row("[bold]total", f"[bold]{r['wall_seconds']:.2f}", f"[bold]{r['seconds_per_hour']:.1f}")
-    Console().print(table)
-    Console().print(f"{r['x_real_time']:.0f}x real time (RTF {r['rtf']:.4f}), peak RSS {r['peak_rss_mb']:.0f} MB")
+    out = console if to_stdout else Console()  # stdout holds the JSON alone
+    out.print(table)
+    if vad == VAD.silero:
+        out.print("silero-vad scores the audio on threads of its own while features and embeddings are "
+                  "computed: its time is inside theirs, and speech detection counts only the wait for it",
+                  style="dim")
+    out.print(f"{r['x_real_time']:.3g}x real time (RTF {r['rtf']:.4f}), peak RSS {r['peak_rss_mb']:.0f} MB")
     if json_out:
         write_json(json_out, r)
 

@@ -19,7 +19,7 @@ def collect_embeddings(files: list[Path], encoder: SpeakerEncoder, level: str = 
                        counts: dict | None = None) -> dict[str, np.ndarray]:
     """Rows of embeddings (N x D float32, L2-normalised) with start/end seconds (ends never past the end
     of the audio), source path and, for segments and speakers, the speaker label (found with `counts`:
-    num_speakers, min_speakers, max_speakers as `pipeline.diarize` takes them). `file` gives one row per
+    num_speakers, min_speakers, max_speakers and seed as `pipeline.diarize` takes them). `file` gives one row per
     input, in input order: the mean of its speech windows (all windows when no speech is found).
     on_file(path, warnings) follows each input. An unreadable input raises AudioError naming it."""
     rows: dict[str, list] = {"embeddings": [], "start": [], "end": [], "paths": [], "speakers": []}

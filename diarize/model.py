@@ -150,7 +150,8 @@ def load_checkpoint(path: str | Path) -> dict:
         if "Unsupported global" in text:  # torch's safe unpickler met a class: a pickled object, not weights
             raise ModelError(f"{path}: refused, the file holds pickled objects other than weights") from None
         detail = (text.split("WeightsUnpickler error:")[-1].strip() or type(e).__name__).splitlines()[0]
-        if isinstance(e, (IndexError, KeyError, EOFError)) or not any(c.isalpha() for c in detail):
+        if (isinstance(e, (IndexError, KeyError, EOFError)) or not any(c.isalpha() for c in detail)
+                or "Unsupported operand" in detail):
             # "pop from empty list", a bare pickle opcode ("105"): the unpickler choking on other data
             detail = "not a PyTorch file"
         elif "zip archive" in detail:  # torch's reader finds no end to the archive
@@ -184,6 +185,7 @@ def encoder_from_checkpoint(ckpt: dict, path: str | Path = "model") -> SpeakerEn
 
 def pick_device(device: str | None = "auto") -> torch.device:
     """'auto'/None: CUDA when there is one, else CPU; 'cpu', 'cuda', 'cuda:N' as asked."""
+    device = device.lower() if isinstance(device, str) else device
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

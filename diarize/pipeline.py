@@ -415,10 +415,13 @@ def diarize(path: str | Path, model: SpeakerEncoder | str | Path | None = None, 
     num_speakers: exactly this many speakers; otherwise estimated within [min_speakers, max_speakers]
     (None: no bound).
     config: a PipelineConfig, or a dict of its fields.
+    device: "auto" (CUDA when present), "cpu", "cuda" or "cuda:N", for a model given by name or path.
+    seed: seeds every random choice of the clustering (0 .. 2**32 - 1): one seed, one result.
     hook: called as hook("embed", completed=seconds, total=seconds) while the file streams past.
     """
     path = Path(path)
     check_speaker_counts(num_speakers, min_speakers, max_speakers)
+    check_seed(seed)
     config = as_config(config)
     load_audio_header(path)
     encoder = model if isinstance(model, SpeakerEncoder) else load_model(model, device)
@@ -450,6 +453,12 @@ def as_config(config: PipelineConfig | dict) -> PipelineConfig:
     return PipelineConfig(**config)
 
 
+def check_seed(seed: int) -> None:
+    """ValueError unless `seed` is one the random generators take: a whole number, 0 .. 2**32 - 1."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed {seed!r}: a whole number, 0 .. {2**32 - 1}")
+
+
 def check_speaker_counts(num_speakers: int | None, min_speakers: int | None, max_speakers: int | None) -> None:
     """ValueError unless the counts are whole numbers >= 1 that agree (num_speakers within the bounds);
     None is no bound."""
@@ -461,9 +470,10 @@ def check_speaker_counts(num_speakers: int | None, min_speakers: int | None, max
     min_speakers = min_speakers or 1
     if min_speakers > hi:
         raise ValueError(f"min_speakers {min_speakers} is above max_speakers {max_speakers}")
-    if num_speakers is not None and not min_speakers <= num_speakers <= hi:
-        raise ValueError(f"num_speakers {num_speakers} is outside min_speakers {min_speakers} .. "
-                         f"max_speakers {max_speakers}")
+    if num_speakers is not None and num_speakers < min_speakers:
+        raise ValueError(f"num_speakers {num_speakers} is below min_speakers {min_speakers}")
+    if num_speakers is not None and num_speakers > hi:
+        raise ValueError(f"num_speakers {num_speakers} is above max_speakers {max_speakers}")
 
 
 def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None = None,
@@ -474,6 +484,7 @@ def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None 
     `calibration` (the encoder's) is needed unless `num_speakers` is given (and used then too, if given)."""
     min_speakers = 1 if min_speakers is None else min_speakers
     check_speaker_counts(num_speakers, min_speakers, max_speakers)
+    check_seed(seed)
     config = as_config(config)
     timer = timer if timer is not None else StageTimer()
     hop = config.hop_frames

@@ -406,16 +406,23 @@ def validate(encoder: SpeakerEncoder, data: Dataset, cache_dir: str | Path, devi
     from .metrics import zhaw_mr
 
     hook = hook or (lambda *a, **k: None)
-    sets = held_out_sets(data, Path(cache_dir), per_speaker, more, rooms, clips, noise_dirs, workers, hook)
-    embedded = {}
-    figures = evaluate_sets(encoder, sets, device, embedded)
+    cache = build_cache(data, cache_dir, workers, hook)
+    try:
+        sets = held_out_sets(data, Path(cache_dir), per_speaker, more, rooms, clips, noise_dirs, workers, hook)
+        embedded = {}
+        figures = evaluate_sets(encoder, sets, device, embedded)
+    except ValueError as e:
+        if not cache.skipped:
+            raise
+        # too little was left to measure: the unreadable files are likely why
+        raise ValueError(f"{e} ({len(cache.skipped)} of {len(data)} files could not be read: "
+                         f"{'; '.join(cache.skipped[:3])}{' ...' if len(cache.skipped) > 3 else ''})") from None
     figures["eer_mean"] = figures["eer"]
     figures["eer"] = figures["eer_val"]
     try:
         figures["calibration"] = calibrate_encoder(encoder, sets[0], device, embedded).as_dict()
     except ValueError as e:
         figures["calibration_skipped"] = str(e)
-    cache = build_cache(data, cache_dir, workers)
     utts = [utterance_windows(np.asarray(cache.frames[o: o + n])) for o, n in zip(cache.offsets, cache.lengths)]
     try:
         figures.update(zhaw_mr(utterance_embeddings(encoder, utts, device), cache.speakers))

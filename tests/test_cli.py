@@ -470,3 +470,67 @@ def test_end_to_end_a_bad_model_with_workers_fails_at_once_instead_of_hanging(ma
                        "--quiet", cwd=tmp_path)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith(f"error: {bad}: ") and len(proc.stderr.splitlines()) == 1
+
+
+def test_the_reference_is_never_overwritten_by_the_turns_found(diarize, fails_cleanly, make_audio, tmp_path):
+    audio = make_audio("meeting.wav")
+    ref = tmp_path / "meeting.rttm"
+    ref.write_text(EXAMPLE_RTTM.read_text())
+    result = diarize("cluster", audio, "--out", "rttm", "--out-dir", tmp_path, "--ref", ref, "--force")
+    fails_cleanly(result, "meeting.rttm", "--ref")
+    assert result.exit_code == 2
+    assert ref.read_text() == EXAMPLE_RTTM.read_text()
+    fails_cleanly(diarize("cluster", audio, "--out-dir", tmp_path, "--ref", tmp_path, "--force"), "--ref")
+
+
+def test_two_inputs_of_one_file_id_are_refused_on_stdout(diarize, fails_cleanly, make_audio, tmp_path):
+    a, b = make_audio("clip.wav"), make_audio("clip.flac")
+    fails_cleanly(diarize("cluster", a, b, "--out", "-"), "clip.wav", "clip.flac", "file id clip")
+
+
+def test_an_input_whose_outputs_cannot_all_be_written_keeps_none(diarize, make_audio, tmp_path, monkeypatch):
+    from diarize import plot  # not `import diarize.plot`: that would hide the fixture of that name
+
+    def broken(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(plot, "plot_timeline", broken)
+    result = diarize("cluster", make_audio("a.wav"), "--out-dir", tmp_path, "--plot", tmp_path / "a.png")
+    assert result.exit_code == 1 and "No space left on device" in result.stderr
+    assert not (tmp_path / "a.rttm").exists()
+
+
+@pytest.mark.parametrize("args, named", [
+    (("--plot", "timeline.jpg"), "--plot"),
+    (("--seed", "-5"), "--seed"),
+    (("--seed", str(2**32)), "--seed"),
+    (("--device", "gpu", "--model", "TINY"), "device 'gpu'"),
+    (("--model", "nosuch"), "unknown model 'nosuch'"),
+])
+def test_options_no_run_could_use_are_usage_errors(diarize, make_audio, tmp_path, tiny_model, args, named):
+    args = [tiny_model if a == "TINY" else a for a in args]  # a --model given keeps the fixture's --device off
+    result = diarize("cluster", make_audio("a.wav"), "--out-dir", tmp_path, *args)
+    assert result.exit_code == 2 and named in result.output
+    assert not (tmp_path / "a.rttm").exists()
+
+
+def test_device_names_are_read_in_any_case(diarize, succeeds, make_audio, tmp_path, tiny_model):
+    succeeds(diarize("cluster", make_audio("a.wav"), "--out-dir", tmp_path, "--device", "CPU", "--model", tiny_model))
+
+
+def test_the_api_lists_what_it_offers():
+    import diarize as api
+
+    assert {"diarize", "load_model", "PipelineConfig", "write_turns"} <= set(dir(api))
+
+
+def test_scoring_with_no_reference_speech_left_says_so(diarize, succeeds):
+    stderr = succeeds(diarize("evaluate", EXAMPLE_RTTM, EXAMPLE_RTTM, "--collar", "1000"))
+    assert "no reference speech is left to score once the collar of 1000 s" in stderr
+    assert "no reference speech" not in succeeds(diarize("evaluate", EXAMPLE_RTTM, EXAMPLE_RTTM))
+
+
+def test_benchmark_json_on_stdout_holds_the_json_alone(diarize, make_audio):
+    result = diarize("benchmark", make_audio("a.wav"), "--json", "-", "--device", "cpu", "--vad", "energy")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["audio_seconds"] == pytest.approx(3.0)
+    assert "real time" in result.stderr

@@ -381,7 +381,9 @@ def test_knowing_the_speaker_count_never_hurts_the_example():
     (dict(num_speakers=2.5), "num_speakers 2.5"),
     (dict(min_speakers=-3), "min_speakers -3"),
     (dict(max_speakers=0), "max_speakers 0"),
-    (dict(num_speakers=5, max_speakers=2), "num_speakers 5 is outside min_speakers 1 .. max_speakers 2"),
+    (dict(num_speakers=5, max_speakers=2), "num_speakers 5 is above max_speakers 2"),
+    (dict(num_speakers=2, min_speakers=3), "num_speakers 2 is below min_speakers 3"),
+    (dict(seed=-5), r"seed -5: a whole number, 0 \.\. 4294967295"),
     (dict(min_speakers=3, max_speakers=2), "min_speakers 3 is above max_speakers 2"),
 ])
 def test_the_api_refuses_speaker_counts_that_cannot_be_met_naming_its_parameters(counts, message):

@@ -432,3 +432,22 @@ def test_quiet_training_prints_only_warnings_and_errors(diarize, succeeds, few_v
     quiet = succeeds(diarize("train", few_voices, "--out", tmp_path / "quiet", "--quiet", *args))
     assert all(line.startswith("warning:") or line.startswith("  ") for line in quiet.splitlines()), quiet
     assert (tmp_path / "quiet" / "best.pt").exists()
+
+
+def test_validation_that_fails_for_want_of_files_names_the_unreadable_ones(diarize, fails_cleanly, make_audio,
+                                                                          tiny_model, tmp_path):
+    rows = ["path\tspeaker"]
+    for name in "ab":
+        make_audio(f"{name}0.wav")
+        rows += [f"{name}0.wav\t{name}", f"{name}1.wav\t{name}"]  # the second of each is missing
+    (tmp_path / "m.tsv").write_text("\n".join(rows) + "\n")
+    fails_cleanly(diarize("validate", tmp_path / "m.tsv", "--model", tiny_model, "--device", "cpu", "--cache",
+                          tmp_path / "c"), "2 of 4 files could not be read", "a1.wav")
+
+
+def test_validate_json_on_stdout_holds_the_json_alone(diarize, few_voices, tiny_model, tmp_path):
+    result = diarize("validate", few_voices, "--model", tiny_model, "--device", "cpu", "--cache", tmp_path,
+                     "--json", "-")
+    assert result.exit_code == 0, result.output
+    assert "eer" in json.loads(result.stdout)
+    assert "EER" in result.stderr and not (tmp_path / "-").exists()
