@@ -395,8 +395,8 @@ VadOpt = Annotated[VAD, typer.Option(help="Speech detector: silero (silero-vad) 
 ClusterOpt = Annotated[Method, typer.Option("--cluster", help="Clustering when the count is estimated, with the "
                                                               "model's calibration.")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", callback=_model_named,
-                                                  help="Model name in models/ or a .pt path "
-                                                                          "(default: the bundled model).")]
+                                                  help="Model name in models/ or a .pt path (default: the "
+                                                       "bundled model).")]
 BatchOpt = Annotated[int, typer.Option(min=1, help="Windows per forward pass.")]
 HopOpt = Annotated[float, typer.Option(min=0.01, max=0.4, help="Seconds between window starts (at most the "
                                                                 "0.4 s window).")]
