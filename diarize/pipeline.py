@@ -103,6 +103,7 @@ class Windows:
     overlap: np.ndarray | None = None  # (frames,) probability of overlapped speech, where the detector ran
     overlap_threshold: float = 0.5  # the detector's: from this probability a frame counts as overlapped
     warnings: tuple[str, ...] = ()  # what is odd about the file (audio.audio_warnings)
+    source: str = ""  # the file, as given: what warnings about it are prefixed with
 
     @property
     def end(self) -> np.ndarray:
@@ -232,7 +233,7 @@ def embed_windows(path: str | Path, encoder: SpeakerEncoder, config: PipelineCon
                    np.concatenate(energies) if energies else np.zeros(0), n_frames, min(duration, n_frames * FRAME_SECONDS), silero,
                    (np.concatenate(overlap) if overlap else np.zeros(0, np.float16)) if detector is not None else None,
                    detector.threshold if detector is not None else 0.5,
-                   tuple(audio_warnings(path, nonfinite[0])))
+                   tuple(audio_warnings(path, nonfinite[0])), str(path))
 
 
 @contextmanager
@@ -489,6 +490,7 @@ def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None 
     timer = timer if timer is not None else StageTimer()
     hop = config.hop_frames
     warnings = list(windows.warnings)
+    named = windows.source or file_id  # the file as the user gave it, as every other warning names it
     with timer("speech detection"):
         heard = audible(windows, config)
         speech = speech_mask(windows, config, heard)
@@ -498,7 +500,7 @@ def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None 
              "labels": np.zeros(0, int)}
     duration = windows.duration
     if not len(idx):
-        warnings.append(f"{file_id}: no speech found")
+        warnings.append(f"{named}: no speech found")
         return Diarization(file_id, duration, [], [], np.zeros((0, dim), np.float32), empty, speech,
                            dict(timer), warnings)
     with timer("clustering"):
@@ -507,7 +509,7 @@ def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None 
         asked = max(num_speakers or 0, min_speakers)
         if asked > len(seg_emb):
             n = len(seg_emb)
-            warnings.append(f"{file_id}: {asked} speakers asked for but only {n} speech segment{'s' * (n != 1)}; "
+            warnings.append(f"{named}: {asked} speakers asked for but only {n} speech segment{'s' * (n != 1)}; "
                             f"found {n} speaker{'s' * (n != 1)} at most")
         # embeddings of one recording share a common direction; removing it spreads speakers apart
         centre = seg_emb.mean(axis=0)
