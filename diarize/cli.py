@@ -298,8 +298,9 @@ def train(
                           else "interrupted before the first checkpoint: nothing to resume")
             raise typer.Exit(128 + e.args[1])  # the shell's code for death by that signal: 130, 143
         except KeyboardInterrupt:  # before the first step: while reading the data or building its cache
-            console.print("interrupted before training began: nothing to resume (a partly built feature cache "
-                          "is not kept)")
+            where = f"continue with --resume {resume}" if resume else "nothing to resume"
+            console.print(f"interrupted before training began: {where} (a partly built feature cache is not "
+                          f"kept)")
             raise typer.Exit(130)
         except (DataError, ModelError, ValueError, WorkerDied) as e:
             fail(str(e))
@@ -684,12 +685,23 @@ def _load_references(ref: Path) -> dict:
 
 
 def _write_outputs(result, targets, plot: Optional[Path], references: dict) -> str | None:
-    """Write one result's turns (and timeline) to every target; None, or why a write failed (each file is
-    atomic: written whole or not at all)."""
+    """Write one result's turns (and timeline) to every target; None, or why a write failed. An input's
+    files are written all or none: when one fails, those written before it are taken back (the files they
+    replaced, with --force, restored), so a rerun once the cause is mended is not refused as done."""
+    import shutil
+    import tempfile
+
     from .writers import rttm_id, write_turns
 
+    files = [Path(p) for p, _ in targets if p != "-"] + ([plot] if plot else [])
+    kept: dict[Path, Path] = {}  # an existing file -> its copy, until every file is written
     path, written = None, []
     try:
+        for path in files:
+            f = path
+            if f.exists():
+                kept[f] = Path(tempfile.mkstemp(dir=f.parent, prefix=f".{f.name}.", suffix=".old")[1])
+                shutil.copy2(f, kept[f])
         for path, fmt in targets:
             write_turns(result.turns, path, fmt, result.file_id)
             written.append(path)
@@ -702,11 +714,17 @@ def _write_outputs(result, targets, plot: Optional[Path], references: dict) -> s
     except BrokenPipeError:
         raise  # stdout closed (| head): the run ends there, quietly
     except (OSError, ValueError) as e:
-        # all of an input's outputs or none: a rerun once the cause is mended is not refused as done
-        for done in written:
-            if done != "-":
-                Path(done).unlink(missing_ok=True)
-        return f"cannot write {path} ({getattr(e, 'strerror', None) or e}); none of its outputs were kept"
+        for done in [Path(p) for p in written if p != "-"]:
+            if done in kept:
+                os.replace(kept.pop(done), done)
+            else:
+                done.unlink(missing_ok=True)
+        on_stdout = " (its turns went to stdout)" if "-" in written else ""
+        return (f"cannot write {path} ({getattr(e, 'strerror', None) or e}); none of its files were "
+                f"written{on_stdout}")
+    finally:
+        for copy in kept.values():
+            copy.unlink(missing_ok=True)
     return None
 
 
@@ -849,7 +867,7 @@ def evaluate(
         fail(read_problem(e))
     except ValueError as e:
         fail(str(e))
-    unscored = [r["file"] for r in rows if r["file"] != "TOTAL" and not r["total"]]
+    unscored = [r["file"] for r in rows[:-1] if not r["total"]]  # the last row is the TOTAL
     if unscored:
         left = f" once the collar of {collar:g} s each side is taken out" if collar else ""
         warn(f"no reference speech is left to score{left} in {len(unscored)} of {len(rows) - 1} files "

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from scipy.ndimage import binary_dilation, uniform_filter1d
 
-from .audio import audio_duration, audio_warnings, load_audio_header, stream_audio, stream_log_mel
+from .audio import AudioError, audio_duration, audio_warnings, load_audio_header, stream_audio, stream_log_mel
 from .calibration import Calibration, for_recording, normalise
 from .cluster import centroids, cluster_embeddings
 from .hparams import FRAME_SECONDS, WINDOW_FRAMES, WINDOW_SECONDS
@@ -80,7 +80,9 @@ class PipelineConfig:
                 raise ValueError(f"{name} {value:g}: {'above 0' if positive else '0 or more'}")
         if not 0 <= self.energy_threshold <= 1 or not 0 <= self.silero_threshold <= 1:
             raise ValueError("energy_threshold and silero_threshold lie between 0 and 1")
-        if self.floor_margin is not None and not (isinstance(self.floor_margin, (int, float)) and self.floor_margin >= 0):
+        margin = self.floor_margin
+        if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float, np.number))
+                                   or not 0 <= margin < np.inf):
             raise ValueError(f"floor_margin {self.floor_margin!r}: dB, 0 or more, or None (off)")
         if not FRAME_SECONDS <= self.window_hop <= WINDOW_SECONDS:  # a longer hop would skip audio
             raise ValueError(f"window hop {self.window_hop:g} s: use {FRAME_SECONDS:g}-{WINDOW_SECONDS:g} s "
@@ -233,7 +235,14 @@ def embed_windows(path: str | Path, encoder: SpeakerEncoder, config: PipelineCon
                    np.concatenate(energies) if energies else np.zeros(0), n_frames, min(duration, n_frames * FRAME_SECONDS), silero,
                    (np.concatenate(overlap) if overlap else np.zeros(0, np.float16)) if detector is not None else None,
                    detector.threshold if detector is not None else 0.5,
-                   tuple(audio_warnings(path, nonfinite[0])), str(path))
+                   tuple(_file_warnings(path, nonfinite[0])), str(path))
+
+
+def _file_warnings(path: Path, nonfinite: int) -> list[str]:
+    try:
+        return audio_warnings(path, nonfinite)
+    except AudioError:  # read a moment ago: a file replaced or removed since is not worth failing its result
+        return []
 
 
 @contextmanager

@@ -494,9 +494,30 @@ def test_an_input_whose_outputs_cannot_all_be_written_keeps_none(diarize, make_a
     def broken(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(plot, "plot_timeline", broken)
-    result = diarize("cluster", make_audio("a.wav"), "--out-dir", tmp_path, "--plot", tmp_path / "a.png")
+    audio = make_audio("a.wav")
+    result = diarize("cluster", audio, "--out", "all", "--out-dir", tmp_path, "--plot", tmp_path / "a.png")
     assert result.exit_code == 1 and "No space left on device" in result.stderr
-    assert not (tmp_path / "a.rttm").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav"]  # no turns, no timeline
+    # with --force, the files a failed run would have replaced are as they were
+    (tmp_path / "a.rttm").write_text("old\n")
+    result = diarize("cluster", audio, "--out-dir", tmp_path, "--plot", tmp_path / "a.png", "--force")
+    assert result.exit_code == 1 and (tmp_path / "a.rttm").read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.rttm", "a.wav"]  # no copies left behind
+    result = diarize("cluster", audio, "--out", "-", "--plot", tmp_path / "a.png")
+    assert "SPEAKER a" in result.stdout and "its turns went to stdout" in result.stderr
+
+
+@pytest.mark.parametrize("command", [("cluster", "--workers", "1"), ("cluster", "--workers", "2"),
+                                     ("embed", "--level", "window"), ("embed", "--level", "segment"),
+                                     ("embed", "--level", "speaker"), ("embed", "--level", "file")])
+def test_each_file_warning_is_printed_once(diarize, succeeds, make_audio, voices, tmp_path, command):
+    wave = voices(seconds=3.0)
+    wave[:800] = np.nan
+    nan = make_audio("nan.wav", wave, subtype="FLOAT")
+    low = make_audio("low.wav", voices(seconds=3.0, sr=6000), sr=6000)
+    out = ("--out-dir", tmp_path / "o") if command[0] == "cluster" else ("--out", tmp_path / "e.npz")
+    stderr = succeeds(diarize(command[0], nan, low, *command[1:], *out))
+    assert stderr.count("nan.wav: 800 samples are NaN") == 1 and stderr.count("low.wav: sampled at 6000") == 1
 
 
 @pytest.mark.parametrize("args, named", [
