@@ -251,6 +251,32 @@ def assign_to_nearest(x: np.ndarray, labels: np.ndarray, min_size: int = 1) -> n
     return _relabel(np.where(np.isin(labels, kept), labels, nearest))
 
 
+REFINE_ROUNDS = 5  # nearest-centroid passes after the count; the suite gained nothing from more than one or two
+
+
+def with_outputs(x: np.ndarray, outputs: np.ndarray, weight: float) -> np.ndarray:
+    """Recording-centred embeddings `x` beside the square roots of the encoder's output distributions, so
+    that the cosine of two rows is (1 - weight) x the embeddings' cosine + weight x the distributions'
+    Bhattacharyya coefficient. The outputs are what the KL loss compared in training; they separate the
+    voices of one recording better than the embeddings alone (within-recording EER of 1.2 s pieces, clean
+    / other corpora / rooms / real clips: 7.3 / 0.6 / 18.2 / 33.9% at 0.75 against 10.6 / 0.8 / 18.9 / 34.2%),
+    but are not centred: a recording's voices share no offset there that centring would remove."""
+    p = np.clip(outputs.astype(np.float64), 0, None)
+    roots = np.sqrt(p / np.maximum(p.sum(axis=1, keepdims=True), 1e-12))
+    return np.hstack([np.sqrt(1 - weight) * normalise(x), np.sqrt(weight) * roots]).astype(np.float32)
+
+
+def refine(x: np.ndarray, labels: np.ndarray, rounds: int = REFINE_ROUNDS) -> np.ndarray:
+    """Each point to its nearest centroid, `rounds` times or until nothing moves; a pass that would leave a
+    speaker without points is not taken (the count stays what it was found to be)."""
+    for _ in range(rounds):
+        moved = (x @ centroids(x, labels).T).argmax(axis=1)
+        if (moved == labels).all() or len(np.unique(moved)) < labels.max() + 1:
+            break
+        labels = moved
+    return labels
+
+
 def centroids(x: np.ndarray, labels: np.ndarray, which=None) -> np.ndarray:
     """L2-normalised mean of each listed cluster (default: 0..max label), in order."""
     which = range(labels.max() + 1) if which is None else which

@@ -541,3 +541,51 @@ def test_the_bundled_overlap_detector_adds_overlapping_turns_only_when_asked():
     assert overlapping(on.turns) > 0
     assert {(t.start, t.end, t.speaker) for t in off.turns} != {(t.start, t.end, t.speaker) for t in on.turns}
     assert "overlap detection" in on.timings and "overlap detection" not in off.timings
+
+
+def test_with_outputs_compares_embeddings_and_output_distributions_in_the_given_shares():
+    from diarize.cluster import with_outputs
+
+    rng = np.random.default_rng(0)
+    x = normalise(rng.normal(size=(6, 8)))
+    p = rng.dirichlet(np.ones(5), size=6)
+    fused = with_outputs(x, p, 0.75)
+    bhattacharyya = np.sqrt(p) @ np.sqrt(p).T
+    assert np.allclose(fused @ fused.T, 0.25 * (x @ x.T) + 0.75 * bhattacharyya, atol=1e-5)
+    assert np.allclose(with_outputs(x, p, 0.0) @ with_outputs(x, p, 0.0).T, x @ x.T, atol=1e-5)
+
+
+def test_refining_moves_points_to_their_nearest_speaker_and_never_loses_one():
+    from diarize.cluster import refine
+
+    x = normalise(np.array([[1, 0], [0.9, 0.1], [0.1, 0.9], [0, 1], [0.95, 0.05]]))
+    assert refine(x, np.array([0, 0, 1, 1, 1])).tolist() == [0, 0, 1, 1, 0]
+    rng = np.random.default_rng(1)
+    for _ in range(200):  # the count was found before: whatever the points, no speaker is left empty
+        x = normalise(rng.normal(size=(12, 3)))
+        labels = np.r_[np.arange(4), rng.integers(0, 4, 8)]
+        assert len(np.unique(refine(x, labels))) == 4
+
+
+def test_the_output_distributions_settle_who_spoke_where_the_embeddings_cannot_tell():
+    from diarize.pipeline import Windows
+
+    x, _ = blobs([1, 1], spread=0.0, seed=3)
+    start = np.arange(0, 21.6, 0.2)
+    centre = start + 0.2
+    a = (centre >= 1) & (centre < 11)
+    mixed = (centre >= 15) & (centre < 18)  # speaker B, whose embeddings there look like A's
+    emb = np.where((a | mixed)[:, None], x[0], x[1]).astype(np.float32)
+    outputs = np.zeros((len(start), 4), np.float16)
+    outputs[a, 0] = outputs[~a, 1] = 1
+    energy = np.full(2200, -90.0)
+    energy[100:2100] = -20 + np.random.default_rng(0).normal(0, 1, 2000)
+    windows = Windows(emb, start, energy, 2200, 22.0, outputs=outputs)
+
+    def speaker_at(config, t):
+        turns = diarize_windows(windows, "rec", num_speakers=2, config=config).turns
+        first = next(s.speaker for s in turns if s.start < 2)
+        return next(s.speaker for s in turns if s.start <= t < s.end) == first
+
+    assert speaker_at(PipelineConfig(vad="energy", output_weight=0.0), 16.5)  # the embeddings say A
+    assert not speaker_at(PipelineConfig(vad="energy", output_weight=0.9), 16.5)  # with the outputs: B, who spoke
