@@ -65,9 +65,12 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
 
 def _device_named(value: str) -> str:
     """A usage error (exit 2) for a device that no machine has; CUDA missing on this one is found later."""
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value.lower()):
-        fail(f"unknown device {value!r}; use auto, cpu, cuda or cuda:N", USAGE)
-    return value.lower()
+    from .model import device_name
+
+    try:
+        return device_name(value)
+    except ValueError as e:
+        fail(str(e), USAGE)
 
 
 def _model_named(value: Optional[str]) -> Optional[str]:
@@ -698,10 +701,9 @@ def _write_outputs(result, targets, plot: Optional[Path], references: dict) -> s
     path, written = None, []
     try:
         for path in files:
-            f = path
-            if f.exists():
-                kept[f] = Path(tempfile.mkstemp(dir=f.parent, prefix=f".{f.name}.", suffix=".old")[1])
-                shutil.copy2(f, kept[f])
+            if path.exists():
+                kept[path] = Path(tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old")[1])
+                shutil.copy2(path, kept[path])
         for path, fmt in targets:
             write_turns(result.turns, path, fmt, result.file_id)
             written.append(path)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,16 +184,21 @@ def encoder_from_checkpoint(ckpt: dict, path: str | Path = "model") -> SpeakerEn
     return encoder
 
 
-def pick_device(device: str | None = "auto") -> torch.device:
+def device_name(device: str) -> str:
+    """A device named in any case -> its lower-case name; ValueError unless auto, cpu or cuda (:N)."""
+    name = device.lower()
+    if not re.fullmatch(r"auto|(cpu|cuda)(:\d+)?", name):  # torch knows mps, xpu...: this build runs CPU and CUDA
+        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+    return name
+
+
+def pick_device(device: str | torch.device | None = "auto") -> torch.device:
     """'auto'/None: CUDA when there is one, else CPU; 'cpu', 'cuda', 'cuda:N' as asked."""
-    device = device.lower() if isinstance(device, str) else device
+    device = device_name(device) if isinstance(device, str) else device
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        dev = None
-    if dev is None or dev.type not in ("cpu", "cuda"):  # torch knows mps, xpu...: this build runs CPU and CUDA
+    dev = torch.device(device)
+    if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for, but this torch sees no CUDA GPU")
