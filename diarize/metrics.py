@@ -4,6 +4,14 @@ from __future__ import annotations
 import numpy as np
 
 
+class UnscorableSet(ValueError):
+    """Too few speakers or pairs for an EER; `split` names the held-out set when known."""
+
+    def __init__(self, message: str, split: str = ""):
+        super().__init__(message)
+        self.split = split
+
+
 def pair_scores(embeddings: np.ndarray, speakers: list[str] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Cosine similarity and same-speaker flag for every unordered pair (embeddings L2-normalised)."""
     e = np.asarray(embeddings, dtype=np.float64)
@@ -18,7 +26,7 @@ def equal_error_rate(scores: np.ndarray, same: np.ndarray) -> tuple[float, float
     from sklearn.metrics import roc_curve
 
     if same.all() or not same.any():
-        raise ValueError("EER needs both same- and different-speaker pairs")
+        raise UnscorableSet("EER needs both same- and different-speaker pairs")
     # every threshold: the thinned curve can skip the one where false accepts equal false rejects
     fpr, tpr, thresholds = roc_curve(same, scores, drop_intermediate=False)
     fnr = 1 - tpr

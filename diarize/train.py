@@ -23,6 +23,7 @@ from .data import BatchSampler, Dataset, build_cache, ignore_interrupts, utteran
 from .distill import TEACHER_SAMPLES, Teacher, relational_loss, resemblyzer_weights
 from .hparams import WINDOW_FRAMES
 from .loss import kl_hinge_loss
+from .metrics import UnscorableSet
 from .validation import (HeldOut, calibrate_encoder, clips_set, evaluate_sets, rooms_set, speaker_set,
                          utterance_embeddings)
 from .model import (EncoderConfig, ModelError, SpeakerEncoder, encoder_from_checkpoint, load_checkpoint,
@@ -120,8 +121,8 @@ def held_out_sets(val_data: Dataset | None, cache_dir: Path, per_speaker: int, m
         hook("data", split=name, speakers=len(set(cache.speakers)), files=len(cache.speakers),
              skipped=cache.skipped, dropped=[])
         if len(set(cache.speakers)) < 2:  # a set that cannot be scored is a mistake, not a reason to skip it
-            raise ValueError(f"validation set {name}: {len(set(cache.speakers))} speaker(s) with readable audio; "
-                             f"an EER needs at least 2")
+            raise UnscorableSet(f"validation set {name}: {len(set(cache.speakers))} speaker(s) with readable "
+                                f"audio; an EER needs at least 2", name)
         sets.append(speaker_set(name, cache, per_speaker))
     if rooms and val_data is not None:
         sets.append(rooms_set("rooms", val_data, cache_dir, per_speaker, noise_dirs, workers, hook))
@@ -411,8 +412,8 @@ def validate(encoder: SpeakerEncoder, data: Dataset, cache_dir: str | Path, devi
         sets = held_out_sets(data, Path(cache_dir), per_speaker, more, rooms, clips, noise_dirs, workers, hook)
         embedded = {}
         figures = evaluate_sets(encoder, sets, device, embedded)
-    except ValueError as e:
-        if not cache.skipped or not ("validation set val:" in str(e) or "EER needs" in str(e)):
+    except UnscorableSet as e:
+        if e.split != "val" or not cache.skipped:
             raise
         # too little was left to measure: the unreadable files are likely why
         raise ValueError(f"{e} ({len(cache.skipped)} of {len(data)} files could not be read: "

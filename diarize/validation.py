@@ -11,7 +11,7 @@ import torch
 from .audio import load_audio, log_mel
 from .calibration import normalise
 from .data import Dataset, FeatureCache, build_cache, utterance_windows
-from .metrics import equal_error_rate, pair_scores
+from .metrics import UnscorableSet, equal_error_rate, pair_scores
 from .writers import read_rttm
 
 PIECE_SECONDS = 1.2  # single-speaker pieces of a recording, as the pipeline's segments
@@ -151,7 +151,10 @@ def set_eer(encoder, held: HeldOut, device: torch.device, memo: dict | None = No
         parts = [pair_scores(emb[recs == r], spks[recs == r]) for r in sorted(set(held.recordings))
                  if len(set(spks[recs == r])) > 1]
         scores, same = (np.concatenate(p) for p in zip(*parts))
-    eer, threshold = equal_error_rate(scores, same)
+    try:
+        eer, threshold = equal_error_rate(scores, same)
+    except UnscorableSet as e:
+        raise UnscorableSet(f"validation set {held.name}: {e}", held.name) from None
     accept = scores >= threshold
     return {"eer": eer, "pair_accuracy": float(0.5 * (accept[same].mean() + (~accept[~same]).mean())),
             "threshold": threshold, "utterances": len(held.utts), "speakers": len(set(held.speakers))}
