@@ -331,8 +331,9 @@ def train_overlap(
     threads: Annotated[int, typer.Option(min=0, help="Torch CPU threads (0: torch's default).")] = 0,
     force: ForceOpt = False,
 ) -> None:
-    """Train the overlapped-speech detector: non-speech, one speaker or overlap for every 20 ms. The overlap
-    threshold of best F1 on --val is stored with the model.
+    """Train the overlapped-speech detector: non-speech, one speaker or overlap for every 20 ms. best.pt is the
+    step of best overlap F1 on --val, stored with the lowest threshold at which 3/4 of the frames it marks
+    there are overlapped.
 
     \b
     Example:
@@ -364,7 +365,9 @@ def train_overlap(
                     bar.remove_task(tasks.pop(name))
             elif event == "val":
                 console.print(f"step {info['step']}: overlap F1 {info['f1']:.3f} (precision "
-                              f"{info['precision']:.3f}, recall {info['recall']:.3f} at {info['threshold']:.2f})")
+                              f"{info['precision']:.3f}, recall {info['recall']:.3f} at {info['f1_threshold']:.2f}); "
+                              f"at {info['threshold']:.2f} precision {info['threshold_precision']:.3f}, recall "
+                              f"{info['threshold_recall']:.3f}")
 
         try:
             best = train_detector(data, val, out, OverlapTrainConfig(steps, batch, lr, seed, val_every), hook)

@@ -74,4 +74,7 @@ def test_training_learns_to_find_overlap_in_conversations_it_never_heard(tmp_pat
                           OverlapTrainConfig(steps=150, batch=8, val_every=75))
     assert best["overlap_share"] < 0.3
     assert best["f1"] > 0.6 and best["precision"] > 0.5 and best["recall"] > 0.5
+    # the working threshold: the F1's, raised until 3/4 of what it marks is overlapped (where any gets there)
+    assert best["threshold"] >= best["f1_threshold"]
+    assert best["threshold_precision"] >= 0.75 or best["threshold"] == best["f1_threshold"]
     assert load_detector(tmp_path / "run" / "best.pt").threshold == best["threshold"]
