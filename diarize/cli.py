@@ -6,7 +6,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -117,6 +117,13 @@ def named_sets(paths: list[Path]) -> list:
     from .data import list_dataset
 
     return [(p.stem, list_dataset(p)) for p in paths]
+
+
+def stopped(last: Path | None, signum: int) -> NoReturn:
+    """A training run stopped by Ctrl-C or SIGTERM after its last whole step: say where it can go on."""
+    console.print(f"interrupted: {last} holds the last whole step; continue with --resume {last}" if last
+                  else "interrupted before the first checkpoint: nothing to resume")
+    raise typer.Exit(128 + signum)  # the shell's code for death by that signal: 130, 143
 
 
 @app.command()
@@ -296,10 +303,7 @@ def train(
             summary = run_training(train_data, val_data, out, enc_cfg, cfg, dev, resume, init, cache, workers,
                                    hook, more_val, val_rooms, val_clips)
         except TrainingInterrupted as e:
-            last = e.args[0]
-            console.print(f"interrupted: {last} holds the last whole step; continue with --resume {last}" if last
-                          else "interrupted before the first checkpoint: nothing to resume")
-            raise typer.Exit(128 + e.args[1])  # the shell's code for death by that signal: 130, 143
+            stopped(*e.args)
         except KeyboardInterrupt:  # before the first step: while reading the data or building its cache
             where = f"continue with --resume {resume}" if resume else "nothing to resume"
             console.print(f"interrupted before training began: {where} (a partly built feature cache is not "
@@ -318,22 +322,26 @@ def train(
 
 @app.command("train-overlap")
 def train_overlap(
+    ctx: typer.Context,
     data: Annotated[list[Path], typer.Argument(
         metavar="DATA", help="Folders of recordings with same-stem reference RTTMs (e.g. simulated "
                              "conversations with overlap).")],
     val: Annotated[list[Path], typer.Option(help="Validation recordings with RTTMs: a folder (repeatable).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for best.pt and log.jsonl.")] = Path("runs/overlap"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for best.pt, last.pt and log.jsonl.")] = Path(
+        "runs/overlap"),
     steps: Annotated[int, typer.Option(min=1, help="Optimiser steps in all.")] = 3000,
     batch: Annotated[int, typer.Option(min=1, help="8 s chunks a step.")] = 32,
     lr: Annotated[float, typer.Option(min=1e-7, help="Adam learning rate (cosine-decayed).")] = 2e-3,
     val_every: Annotated[int, typer.Option(min=1, help="Steps between validation rounds.")] = 250,
     seed: SeedOpt = 0,
+    resume: Annotated[Optional[Path], typer.Option(
+        help="Continue from a last.pt checkpoint, to the run's own --steps unless given.")] = None,
     threads: Annotated[int, typer.Option(min=0, help="Torch CPU threads (0: torch's default).")] = 0,
     force: ForceOpt = False,
 ) -> None:
     """Train the overlapped-speech detector: non-speech, one speaker or overlap for every 20 ms. best.pt is the
-    step of best overlap F1 on --val, stored with the lowest threshold at which 3/4 of the frames it marks
-    there are overlapped.
+    step of best overlap F1 on --val, stored with that F1's threshold raised until 3/4 of the frames it marks
+    there are overlapped; last.pt (each validation round, and Ctrl-C) continues with --resume.
 
     \b
     Example:
@@ -341,16 +349,39 @@ def train_overlap(
     """
     import torch
 
+    from .model import ModelError, load_checkpoint
     from .overlap import OverlapTrainConfig, train_detector
+    from .train import TrainingInterrupted
 
+    given = lambda name: ctx.get_parameter_source(name).name == "COMMANDLINE"
     if threads:
         torch.set_num_threads(threads)
+    if resume:
+        try:
+            run = load_checkpoint(resume).get("train_config", {})
+        except ModelError as e:
+            fail(str(e))
+        # a resumed run continues in its own folder, with its own settings
+        if given("out") and out.resolve() != resume.parent.resolve():
+            fail(f"--resume continues the run in {resume.parent}; --out {out} would split it in two", USAGE)
+        out = resume.parent
+        typed = {"batch": batch, "lr": lr, "seed": seed, "val_every": val_every}
+        changed = [n for n in typed if given(n) and n in run and typed[n] != run[n]]
+        if changed:
+            warn("ignored on --resume, the run keeps its own: "
+                 + ", ".join(f"--{n.replace('_', '-')}" for n in changed))
+        if not given("steps"):
+            steps = run.get("steps", steps)
     problem = folder_problem(out)
     if problem:
         fail(f"--out {out}: cannot write: {problem}")
-    if (out / "best.pt").exists() and not force:
-        fail(f"{out} holds a trained detector (best.pt): start over with --force")
-    (out / "log.jsonl").unlink(missing_ok=True)
+    held = [p for p in (out / "last.pt", out / "best.pt") if p.exists()]
+    if held and not resume:
+        if not force:
+            fail(f"{out} holds a training run ({held[0].name}): continue it with --resume {out / 'last.pt'}, "
+                 f"or start over with --force")
+        for name in ("last.pt", "best.pt", "log.jsonl"):
+            (out / name).unlink(missing_ok=True)
     with progress_bar() as bar:
         tasks: dict[str, int] = {}
 
@@ -370,8 +401,15 @@ def train_overlap(
                               f"{info['threshold_recall']:.3f}")
 
         try:
-            best = train_detector(data, val, out, OverlapTrainConfig(steps, batch, lr, seed, val_every), hook)
-        except ValueError as e:
+            best = train_detector(data, val, out, OverlapTrainConfig(steps, batch, lr, seed, val_every), hook,
+                                  resume)
+        except TrainingInterrupted as e:
+            stopped(*e.args)
+        except KeyboardInterrupt:  # while reading the recordings
+            console.print(f"interrupted before training began: "
+                          f"{f'continue with --resume {resume}' if resume else 'nothing to resume'}")
+            raise typer.Exit(130)
+        except (ModelError, ValueError) as e:
             fail(str(e))
         except OSError as e:
             fail(f"{e.filename}: {e.strerror}")

@@ -25,7 +25,8 @@ from .model import FORMAT_VERSION, MODELS_DIR, ModelError, load_checkpoint, writ
 CLASSES = ("non-speech", "one speaker", "overlap")
 STRIDE = 2  # input frames per output step: 20 ms
 BLOCK_FRAMES = 800  # 8 s scored at once: training chunks are this long, so each block is normalised alike
-CONTEXT_FRAMES = 40  # frames of context each side of a block at inference (1.3 s, the receptive field's half, measured no better)
+# frames of context each side of a block at inference (1.3 s, the receptive field's half, measured no better)
+CONTEXT_FRAMES = 40
 BUNDLED_DETECTOR = MODELS_DIR / "overlap" / "diarize-overlap.pt"
 
 Hook = Callable[..., None]
@@ -225,11 +226,37 @@ class OverlapTrainConfig:
     val_every: int = 250
 
 
+def _recordings_fingerprint(folders: list[Path]) -> list[str]:
+    """The recordings a run reads, by name (a moved copy of the folders is the same data)."""
+    return sorted(audio.name for folder in folders for audio in Path(folder).rglob("*")
+                  if audio.suffix.lower() in (".wav", ".flac") and audio.with_suffix(".rttm").exists())
+
+
 def train_detector(train_folders: list[Path], val_folders: list[Path], out_dir: Path,
-                   config: OverlapTrainConfig = OverlapTrainConfig(), hook: Hook | None = None) -> dict:
+                   config: OverlapTrainConfig = OverlapTrainConfig(), hook: Hook | None = None,
+                   resume: Path | None = None) -> dict:
     """Train an overlap detector; writes out_dir/best.pt (best overlap F1 on the validation recordings, with
-    the threshold of that F1) and out_dir/log.jsonl."""
+    the working threshold of detection_figures), out_dir/last.pt (the run at its last validation, or where
+    Ctrl-C or SIGTERM stopped it after a whole step) and out_dir/log.jsonl.
+
+    resume: a last.pt to continue from, in its own folder: the run keeps its batch, learning rate, seed and
+    validation rounds, and trains to config.steps; every step's batch derives from (seed, step), so a resumed
+    run ends with the weights of an unbroken one."""
+    from .train import TrainingInterrupted, _StopRequest
+
     hook = hook or (lambda *a, **k: None)
+    data = {"train": _recordings_fingerprint(train_folders), "val": _recordings_fingerprint(val_folders)}
+    state = None
+    if resume is not None:
+        state = load_checkpoint(resume)
+        if state.get("kind") != "overlap" or "optimizer" not in state:
+            raise ModelError(f"{resume}: holds no overlap-detector training run to resume")
+        if state["data"] != data:
+            raise ValueError(f"{resume}: the run was started on other recordings; resume it with the same DATA "
+                             f"and --val, or start a new run")
+        config = OverlapTrainConfig(**{**state["train_config"], "steps": config.steps})
+        if state["step"] >= config.steps:
+            raise ValueError(f"{resume} is at step {state['step']} already: give --steps above it to train further")
     train_data = conversations(train_folders, hook)
     val_data = conversations(val_folders, hook)
     _, sample = _chunks(train_data, np.random.default_rng(config.seed), 256)
@@ -239,27 +266,59 @@ def train_detector(train_folders: list[Path], val_folders: list[Path], out_dir: 
     torch.manual_seed(config.seed)
     detector = OverlapDetector()
     optimizer = torch.optim.Adam(detector.parameters(), lr=config.lr)
+    step, best, running, history = 0, {"f1": -1.0}, None, []
+    if state is not None:
+        detector.load_state_dict(state["state_dict"])
+        detector.threshold = state["threshold"]
+        optimizer.load_state_dict(state["optimizer"])
+        step, best, running, history = state["step"], state["best"], state["running_loss"], state["history"]
     out_dir.mkdir(parents=True, exist_ok=True)
-    best, started, running = {"f1": -1.0}, time.time(), None
-    for step in range(1, config.steps + 1):
-        for group in optimizer.param_groups:
-            group["lr"] = config.lr * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * step / config.steps)))
-        x, y = _chunks(train_data, np.random.default_rng([config.seed, step]), config.batch)
-        logits = detector(x)
-        loss = nn.functional.cross_entropy(logits.reshape(-1, 3), y.reshape(-1), weight=weights)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
-        hook("step", step=step, total=config.steps, loss=running)
-        if step % config.val_every == 0 or step == config.steps:
-            figures = detection_figures(detector, val_data)
-            record = {"step": step, "loss": running, **figures, "seconds": time.time() - started}
-            with open(out_dir / "log.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
-            hook("val", **record)
-            if figures["f1"] > best["f1"]:
-                best = record
-                detector.threshold = figures["threshold"]
-                save_detector(out_dir / "best.pt", detector, metrics=record)
+    # the log as of the checkpoint: rounds logged after it are redone and logged again
+    (out_dir / "log.jsonl").write_text("".join(json.dumps(record) + "\n" for record in history))
+
+    def checkpoint() -> None:
+        save_detector(out_dir / "last.pt", detector, step=step, best=best, running_loss=running, history=history,
+                      train_config=dataclasses.asdict(config), data=data, optimizer=optimizer.state_dict())
+
+    started, stop = time.time(), _StopRequest()
+    whole = True  # weights, optimiser and step count agree: a state to save
+    try:
+        while step < config.steps:
+            if stop.requested:
+                raise KeyboardInterrupt
+            step += 1
+            for group in optimizer.param_groups:
+                # a plain float: a numpy one would not load with the weights (torch's weights_only)
+                group["lr"] = float(config.lr * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * step / config.steps))))
+            x, y = _chunks(train_data, np.random.default_rng([config.seed, step]), config.batch)
+            logits = detector(x)
+            loss = nn.functional.cross_entropy(logits.reshape(-1, 3), y.reshape(-1), weight=weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            whole = False
+            optimizer.step()
+            running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+            due = step % config.val_every == 0 or step == config.steps
+            whole = not due  # a step due for validation is whole once validated and saved
+            hook("step", step=step, total=config.steps, loss=running)
+            if due:
+                figures = detection_figures(detector, val_data)
+                record = {"step": step, "loss": running, **figures, "seconds": time.time() - started}
+                history.append(record)
+                with open(out_dir / "log.jsonl", "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                hook("val", **record)
+                if figures["f1"] > best["f1"]:
+                    best = record
+                    detector.threshold = figures["threshold"]
+                    save_detector(out_dir / "best.pt", detector, metrics=record)
+                checkpoint()
+                whole = True
+    except KeyboardInterrupt:
+        if whole:  # else the last checkpoint stands, and a resume redoes the steps after it
+            checkpoint()
+        last = out_dir / "last.pt"
+        raise TrainingInterrupted(last if last.exists() else None, int(stop.signum)) from None
+    finally:
+        stop.restore()
     return best

@@ -78,3 +78,59 @@ def test_training_learns_to_find_overlap_in_conversations_it_never_heard(tmp_pat
     assert best["threshold"] >= best["f1_threshold"]
     assert best["threshold_precision"] >= 0.75 or best["threshold"] == best["f1_threshold"]
     assert load_detector(tmp_path / "run" / "best.pt").threshold == best["threshold"]
+
+
+@pytest.mark.parametrize("how", ["sigint", "keyboard-interrupt"])
+def test_an_interrupted_detector_run_resumes_to_the_weights_of_an_unbroken_one(tmp_path, how):
+    import os
+    import signal
+
+    from diarize.model import load_checkpoint
+    from diarize.train import TrainingInterrupted
+
+    rng = np.random.default_rng(1)
+    conversation(tmp_path / "train", "c0", rng)
+    conversation(tmp_path / "val", "v0", rng)
+    config = OverlapTrainConfig(steps=6, batch=2, val_every=3)
+    train_detector([tmp_path / "train"], [tmp_path / "val"], tmp_path / "unbroken", config)
+
+    def interrupt(event: str, **info) -> None:
+        if event == "step" and info["step"] == 4:
+            if how == "sigint":
+                os.kill(os.getpid(), signal.SIGINT)  # the run stops after this step
+            else:
+                raise KeyboardInterrupt
+
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(TrainingInterrupted) as interrupted:
+        train_detector([tmp_path / "train"], [tmp_path / "val"], tmp_path / "run", config, hook=interrupt)
+    assert signal.getsignal(signal.SIGINT) == handler
+    last = tmp_path / "run" / "last.pt"
+    assert interrupted.value.args[0] == last and load_checkpoint(last)["step"] == 4
+    train_detector([tmp_path / "train"], [tmp_path / "val"], tmp_path / "run", config, resume=last)
+    a, b = load_checkpoint(last), load_checkpoint(tmp_path / "unbroken" / "last.pt")
+    assert a["step"] == b["step"] == 6
+    for name, weights in a["state_dict"].items():
+        assert torch.allclose(weights, b["state_dict"][name], atol=1e-6), name
+    assert (tmp_path / "run" / "log.jsonl").read_text().count("\n") == 2  # rounds at steps 3 and 6, once each
+    with pytest.raises(ValueError, match="at step 6 already"):
+        train_detector([tmp_path / "train"], [tmp_path / "val"], tmp_path / "run", config, resume=last)
+    with pytest.raises(ValueError, match="other recordings"):
+        train_detector([tmp_path / "val"], [tmp_path / "val"], tmp_path / "run",
+                       OverlapTrainConfig(steps=9, batch=2, val_every=3), resume=last)
+
+
+def test_train_overlap_continues_a_run_only_when_asked(diarize, fails_cleanly, succeeds, tiny_model, tmp_path):
+    rng = np.random.default_rng(2)
+    conversation(tmp_path / "train", "c0", rng)
+    conversation(tmp_path / "val", "v0", rng)
+    common = (tmp_path / "train", "--val", tmp_path / "val", "--batch", "2", "--val-every", "2")
+    succeeds(diarize("train-overlap", *common, "--out", tmp_path / "run", "--steps", "2"))
+    fails_cleanly(diarize("train-overlap", *common, "--out", tmp_path / "run", "--steps", "4"),
+                  "holds a training run", "--resume")
+    warned = succeeds(diarize("train-overlap", *common, "--resume", tmp_path / "run" / "last.pt", "--steps", "4",
+                              "--lr", "0.1"))
+    assert "ignored on --resume" in warned and "--lr" in warned
+    from diarize.model import load_checkpoint
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 4
+    fails_cleanly(diarize("train-overlap", *common, "--resume", tiny_model), "no overlap-detector training run")
