@@ -113,14 +113,53 @@ class EmbeddingLayer(str, enum.Enum):
 
 
 def named_sets(paths: list[Path]) -> list:
-    """(name, Dataset) for each held-out set: named by its file or folder name."""
+    """(name, Dataset) for each held-out set: named by its file or folder name, which must tell it from the
+    others, from the sets named val, rooms and clips, and from the mean."""
     from .data import list_dataset
 
+    names = [p.stem for p in paths]
+    for path, name in zip(paths, names):
+        if name in ("val", "rooms", "clips", "mean") or names.count(name) > 1:
+            raise ValueError(f"--also {path}: its figures would be named eer_{name}, as another set's are; "
+                             f"give it a file or folder name of its own")
     return [(p.stem, list_dataset(p)) for p in paths]
+
+
+def given(ctx: typer.Context, *names: str) -> list[str]:
+    """The options among `names` typed on the command line (not left at their defaults)."""
+    return [n for n in names if ctx.get_parameter_source(n).name == "COMMANDLINE"]
+
+
+def flags(names: list[str]) -> str:
+    return ", ".join(f"--{n.replace('_', '-')}" for n in names)
+
+
+def resumed_in(ctx: typer.Context, out: Path, resume: Path, run: dict, typed: dict) -> Path:
+    """The folder a resumed training run continues in, its own; the options typed that it keeps its own
+    settings of (`run`, from its checkpoint) are named in a warning."""
+    if given(ctx, "out") and out.resolve() != resume.parent.resolve():
+        fail(f"--resume continues the run in {resume.parent}; --out {out} would split it in two", USAGE)
+    changed = [n for n in given(ctx, *typed) if n in run and typed[n] != run[n]]
+    if changed:
+        warn(f"ignored on --resume, the run keeps its own: {flags(changed)}")
+    return resume.parent
+
+
+def refuse_held_run(out: Path, force: bool) -> bool:
+    """Whether `out` holds a training run; without --force, an error saying how to go on with it."""
+    held = [p for p in (out / "last.pt", out / "best.pt") if p.exists()]
+    if held and not force:
+        fail(f"{out} holds a training run ({held[0].name}): continue it with --resume {out / 'last.pt'}, "
+             f"or start over with --force")
+    return bool(held)
 
 
 def stopped(last: Path | None, signum: int) -> NoReturn:
     """A training run stopped by Ctrl-C or SIGTERM after its last whole step: say where it can go on."""
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):  # the run is saved: another Ctrl-C ends the process at once
+        signal.signal(sig, signal.SIG_DFL)
     console.print(f"interrupted: {last} holds the last whole step; continue with --resume {last}" if last
                   else "interrupted before the first checkpoint: nothing to resume")
     raise typer.Exit(128 + signum)  # the shell's code for death by that signal: 130, 143
@@ -194,13 +233,6 @@ def train(
     from .model import EncoderConfig, ModelError, load_checkpoint, pick_device, resolve_model_path
     from .train import TrainConfig, TrainingInterrupted, WorkerDied, train as run_training
 
-    def given(*names: str) -> list[str]:
-        """The options among `names` typed on the command line (not left at their defaults)."""
-        return [n for n in names if ctx.get_parameter_source(n).name == "COMMANDLINE"]
-
-    def flags(names: list[str]) -> str:
-        return ", ".join(f"--{n.replace('_', '-')}" for n in names)
-
     if threads:
         torch.set_num_threads(threads)
     if resume and init:
@@ -214,9 +246,6 @@ def train(
         fail(str(e))
     if resume:
         # a resumed run continues in its own folder with its own settings and validation speakers
-        if given("out") and out.resolve() != resume.parent.resolve():
-            fail(f"--resume continues the run in {resume.parent}; --out {out} would split it in two", USAGE)
-        out = resume.parent
         run = {**ckpt.get("config", {}), **ckpt.get("train_config", {})}
         run["outputs"], run["dense"] = run.get("n_outputs"), list(run.get("dense", ()))[:1]
         typed = dict(lstm_hidden=lstm_hidden, dense=[dense], outputs=outputs, dropout=dropout,
@@ -224,23 +253,17 @@ def train(
                      windows_per_speaker=windows_per_speaker, lr=lr, margin=margin, augment=augment,
                      augment_clean=augment_clean, augment_edges=augment_edges, speed_perturb=speed_perturb,
                      distill=distill, val_every=val_every, seed=seed, val_speakers=val_speakers)
-        changed = [n for n in given(*RUN_OPTIONS) if n in run and typed[n] != run[n]]
-        if changed:
-            warn(f"ignored on --resume, the run keeps its own: {flags(changed)}")
+        out = resumed_in(ctx, out, resume, run, typed)
         val_speakers, seed = run.get("val_speakers", val_speakers), run.get("seed", seed)
-        if not given("steps"):  # the run's own length, not the default
+        if not given(ctx, "steps"):  # the run's own length, not the default
             steps = run.get("steps", steps)
-    elif init and given(*ARCHITECTURE_OPTIONS):
-        warn(f"ignored with --init, the model's architecture is kept: {flags(given(*ARCHITECTURE_OPTIONS))}")
+    elif init and given(ctx, *ARCHITECTURE_OPTIONS):
+        warn(f"ignored with --init, the model's architecture is kept: {flags(given(ctx, *ARCHITECTURE_OPTIONS))}")
     for flag, folder in (("--out", out), ("--cache", cache)):
         problem = folder and folder_problem(folder)
         if problem:
             fail(f"{flag} {folder}: cannot write: {problem}")
-    held = [p for p in (out / "last.pt", out / "best.pt") if p.exists()]
-    if held and not resume:
-        if not force:
-            fail(f"{out} holds a training run ({held[0].name}): continue it with --resume {out / 'last.pt'}, "
-                 f"or start over with --force")
+    held = not resume and refuse_held_run(out, force)
     try:
         dev = pick_device(device)
         train_data = list_dataset(data)
@@ -258,7 +281,7 @@ def train(
         more_val = named_sets(also or [])
     except (DataError, ValueError) as e:
         fail(str(e))
-    if held and not resume:  # starting over, the command checked: nothing of the old run is mixed in
+    if held:  # starting over, the command checked: nothing of the old run is mixed in
         for name in ("last.pt", "best.pt", "log.jsonl"):
             (out / name).unlink(missing_ok=True)
     rank0 = int(os.environ.get("RANK", "0")) == 0
@@ -341,7 +364,7 @@ def train_overlap(
 ) -> None:
     """Train the overlapped-speech detector: non-speech, one speaker or overlap for every 20 ms. best.pt is the
     step of best overlap F1 on --val, stored with that F1's threshold raised until 3/4 of the frames it marks
-    there are overlapped; last.pt (each validation round, and Ctrl-C) continues with --resume.
+    there are overlapped; last.pt (each validation round, Ctrl-C and SIGTERM) continues with --resume.
 
     \b
     Example:
@@ -353,35 +376,25 @@ def train_overlap(
     from .overlap import OverlapTrainConfig, train_detector
     from .train import TrainingInterrupted
 
-    given = lambda name: ctx.get_parameter_source(name).name == "COMMANDLINE"
     if threads:
         torch.set_num_threads(threads)
     if resume:
         try:
-            run = load_checkpoint(resume).get("train_config", {})
+            ckpt = load_checkpoint(resume)
         except ModelError as e:
             fail(str(e))
+        if ckpt.get("kind") != "overlap" or "optimizer" not in ckpt:
+            fail(f"{resume}: holds no overlap-detector training run to resume (a run's last.pt does)")
         # a resumed run continues in its own folder, with its own settings
-        if given("out") and out.resolve() != resume.parent.resolve():
-            fail(f"--resume continues the run in {resume.parent}; --out {out} would split it in two", USAGE)
-        out = resume.parent
-        typed = {"batch": batch, "lr": lr, "seed": seed, "val_every": val_every}
-        changed = [n for n in typed if given(n) and n in run and typed[n] != run[n]]
-        if changed:
-            warn("ignored on --resume, the run keeps its own: "
-                 + ", ".join(f"--{n.replace('_', '-')}" for n in changed))
-        if not given("steps"):
+        run = ckpt["train_config"]
+        out = resumed_in(ctx, out, resume, run, {"batch": batch, "lr": lr, "seed": seed, "val_every": val_every})
+        if not given(ctx, "steps"):
             steps = run.get("steps", steps)
     problem = folder_problem(out)
     if problem:
         fail(f"--out {out}: cannot write: {problem}")
-    held = [p for p in (out / "last.pt", out / "best.pt") if p.exists()]
-    if held and not resume:
-        if not force:
-            fail(f"{out} holds a training run ({held[0].name}): continue it with --resume {out / 'last.pt'}, "
-                 f"or start over with --force")
-        for name in ("last.pt", "best.pt", "log.jsonl"):
-            (out / name).unlink(missing_ok=True)
+    if not resume:
+        refuse_held_run(out, force)  # with --force, the run there is replaced once the recordings are read
     with progress_bar() as bar:
         tasks: dict[str, int] = {}
 
@@ -395,10 +408,11 @@ def train_overlap(
                 if event == "features" and done == info["total"]:
                     bar.remove_task(tasks.pop(name))
             elif event == "val":
+                working = (f"; at {info['threshold']:.2f} precision {info['threshold_precision']:.3f}, recall "
+                           f"{info['threshold_recall']:.3f}" if info["threshold"] != info["f1_threshold"] else "")
                 console.print(f"step {info['step']}: overlap F1 {info['f1']:.3f} (precision "
-                              f"{info['precision']:.3f}, recall {info['recall']:.3f} at {info['f1_threshold']:.2f}); "
-                              f"at {info['threshold']:.2f} precision {info['threshold_precision']:.3f}, recall "
-                              f"{info['threshold_recall']:.3f}")
+                              f"{info['f1_precision']:.3f}, recall {info['f1_recall']:.3f} at "
+                              f"{info['f1_threshold']:.2f}){working}")
 
         try:
             best = train_detector(data, val, out, OverlapTrainConfig(steps, batch, lr, seed, val_every), hook,

@@ -25,7 +25,7 @@ from .model import FORMAT_VERSION, MODELS_DIR, ModelError, load_checkpoint, writ
 CLASSES = ("non-speech", "one speaker", "overlap")
 STRIDE = 2  # input frames per output step: 20 ms
 BLOCK_FRAMES = 800  # 8 s scored at once: training chunks are this long, so each block is normalised alike
-# frames of context each side of a block at inference (1.3 s, the receptive field's half, measured no better)
+# frames of context each side of a block at inference: 0.4 s (1.3 s, half the receptive field, measured no better)
 CONTEXT_FRAMES = 40
 BUNDLED_DETECTOR = MODELS_DIR / "overlap" / "diarize-overlap.pt"
 
@@ -111,10 +111,15 @@ def frame_classes(rttm: Path, n_frames: int) -> np.ndarray:
     return np.minimum(count, 2)
 
 
+def recordings(folders: list[Path]) -> list[Path]:
+    """Every recording with a same-stem RTTM in `folders`, folder by folder, in name order within each."""
+    return [audio for folder in folders for audio in sorted(Path(folder).rglob("*"))
+            if audio.suffix.lower() in (".wav", ".flac") and audio.with_suffix(".rttm").exists()]
+
+
 def conversations(folders: list[Path], hook: Hook | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """(16 kHz samples as int16, frame classes) of every recording with a same-stem RTTM in `folders`."""
-    pairs = [(audio, audio.with_suffix(".rttm")) for folder in folders for audio in sorted(Path(folder).rglob("*"))
-             if audio.suffix.lower() in (".wav", ".flac") and audio.with_suffix(".rttm").exists()]
+    pairs = [(audio, audio.with_suffix(".rttm")) for audio in recordings(folders)]
     if not pairs:
         raise ValueError(f"no recordings with same-stem RTTMs in {', '.join(map(str, folders))}")
     out = []
@@ -188,15 +193,16 @@ def _chunks(data, rng: np.random.Generator, n: int, mix: float = 0.5, babble: fl
 
 # A second speaker pays only where most of the frames marked are truly overlapped (each wrong one is a false
 # alarm); validation conversations, every turn overlapping, hold ten times the overlap of common recordings
-# (7.5% of frames against 0.7% in the development suite's), so the detector works at 3/4 precision there.
+# (7.5% of frames against 0.7% of the speech of the development suite's simulated conversations), so the
+# detector works at 3/4 precision there.
 MIN_PRECISION = 0.75
 
 
 def detection_figures(detector: OverlapDetector, data) -> dict[str, float]:
     """Frame-level overlap figures over whole recordings: the best F1 (checkpoints are chosen by it) with its
-    precision, recall and threshold ("f1_threshold"); the working threshold, the F1's raised until precision
-    reaches MIN_PRECISION (the F1's when none does), with its precision and recall ("threshold",
-    "threshold_precision", "threshold_recall"); and the share of overlapped frames."""
+    precision, recall and threshold ("f1_precision", "f1_recall", "f1_threshold"); the working threshold, the
+    F1's raised until precision reaches MIN_PRECISION (the F1's when none does), with its precision and
+    recall ("threshold", "threshold_precision", "threshold_recall"); and the share of overlapped frames."""
     probs, truth = [], []
     for wave, classes in data:
         p = detector.overlap_probability(log_mel(wave.astype(np.float32) / 32768))[: len(classes)]
@@ -212,7 +218,7 @@ def detection_figures(detector: OverlapDetector, data) -> dict[str, float]:
         points.append((float(threshold), float(precision), float(recall), float(f1)))
     best = max(points, key=lambda point: point[3])
     working = next((point for point in points if point[0] >= best[0] and point[1] >= MIN_PRECISION), best)
-    return {"f1": best[3], "precision": best[1], "recall": best[2], "f1_threshold": best[0],
+    return {"f1": best[3], "f1_precision": best[1], "f1_recall": best[2], "f1_threshold": best[0],
             "threshold": working[0], "threshold_precision": working[1], "threshold_recall": working[2],
             "overlap_share": float(t.mean())}
 
@@ -226,12 +232,6 @@ class OverlapTrainConfig:
     val_every: int = 250
 
 
-def _recordings_fingerprint(folders: list[Path]) -> list[str]:
-    """The recordings a run reads, by name (a moved copy of the folders is the same data)."""
-    return sorted(audio.name for folder in folders for audio in Path(folder).rglob("*")
-                  if audio.suffix.lower() in (".wav", ".flac") and audio.with_suffix(".rttm").exists())
-
-
 def train_detector(train_folders: list[Path], val_folders: list[Path], out_dir: Path,
                    config: OverlapTrainConfig = OverlapTrainConfig(), hook: Hook | None = None,
                    resume: Path | None = None) -> dict:
@@ -241,11 +241,14 @@ def train_detector(train_folders: list[Path], val_folders: list[Path], out_dir: 
 
     resume: a last.pt to continue from, in its own folder: the run keeps its batch, learning rate, seed and
     validation rounds, and trains to config.steps; every step's batch derives from (seed, step), so a resumed
-    run ends with the weights of an unbroken one."""
+    run to its own steps ends with the weights of an unbroken one (more steps stretch the learning-rate
+    schedule). Without it, a run in out_dir is replaced once the recordings are read."""
     from .train import TrainingInterrupted, _StopRequest
 
     hook = hook or (lambda *a, **k: None)
-    data = {"train": _recordings_fingerprint(train_folders), "val": _recordings_fingerprint(val_folders)}
+    # the recordings by name and in the order batches index them (a moved copy of the folders is the same data)
+    data = {split: [audio.name for audio in recordings(folders)]
+            for split, folders in (("train", train_folders), ("val", val_folders))}
     state = None
     if resume is not None:
         state = load_checkpoint(resume)
@@ -273,6 +276,9 @@ def train_detector(train_folders: list[Path], val_folders: list[Path], out_dir: 
         optimizer.load_state_dict(state["optimizer"])
         step, best, running, history = state["step"], state["best"], state["running_loss"], state["history"]
     out_dir.mkdir(parents=True, exist_ok=True)
+    if state is None:  # a new run: nothing of one before it is mixed in
+        for name in ("last.pt", "best.pt"):
+            (out_dir / name).unlink(missing_ok=True)
     # the log as of the checkpoint: rounds logged after it are redone and logged again
     (out_dir / "log.jsonl").write_text("".join(json.dumps(record) + "\n" for record in history))
 
@@ -286,17 +292,18 @@ def train_detector(train_folders: list[Path], val_folders: list[Path], out_dir: 
         while step < config.steps:
             if stop.requested:
                 raise KeyboardInterrupt
-            step += 1
+            k = step + 1  # the step being taken: `step` counts those done, as the saved state does
             for group in optimizer.param_groups:
                 # a plain float: a numpy one would not load with the weights (torch's weights_only)
-                group["lr"] = float(config.lr * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * step / config.steps))))
-            x, y = _chunks(train_data, np.random.default_rng([config.seed, step]), config.batch)
+                group["lr"] = float(config.lr * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * k / config.steps))))
+            x, y = _chunks(train_data, np.random.default_rng([config.seed, k]), config.batch)
             logits = detector(x)
             loss = nn.functional.cross_entropy(logits.reshape(-1, 3), y.reshape(-1), weight=weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            whole = False
+            whole = False  # from here to the count below, weights and step disagree: nothing is saved
             optimizer.step()
+            step = k
             running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
             due = step % config.val_every == 0 or step == config.steps
             whole = not due  # a step due for validation is whole once validated and saved

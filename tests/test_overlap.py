@@ -73,18 +73,19 @@ def test_training_learns_to_find_overlap_in_conversations_it_never_heard(tmp_pat
     best = train_detector([tmp_path / "train"], [tmp_path / "val"], tmp_path / "run",
                           OverlapTrainConfig(steps=150, batch=8, val_every=75))
     assert best["overlap_share"] < 0.3
-    assert best["f1"] > 0.6 and best["precision"] > 0.5 and best["recall"] > 0.5
+    assert best["f1"] > 0.6 and best["f1_precision"] > 0.5 and best["f1_recall"] > 0.5
     # the working threshold: the F1's, raised until 3/4 of what it marks is overlapped (where any gets there)
     assert best["threshold"] >= best["f1_threshold"]
     assert best["threshold_precision"] >= 0.75 or best["threshold"] == best["f1_threshold"]
     assert load_detector(tmp_path / "run" / "best.pt").threshold == best["threshold"]
 
 
-@pytest.mark.parametrize("how", ["sigint", "keyboard-interrupt"])
-def test_an_interrupted_detector_run_resumes_to_the_weights_of_an_unbroken_one(tmp_path, how):
+@pytest.mark.parametrize("how", ["sigint", "keyboard-interrupt", "while-a-batch-is-drawn"])
+def test_an_interrupted_detector_run_resumes_to_the_weights_of_an_unbroken_one(tmp_path, monkeypatch, how):
     import os
     import signal
 
+    import diarize.overlap
     from diarize.model import load_checkpoint
     from diarize.train import TrainingInterrupted
 
@@ -95,16 +96,27 @@ def test_an_interrupted_detector_run_resumes_to_the_weights_of_an_unbroken_one(t
     train_detector([tmp_path / "train"], [tmp_path / "val"], tmp_path / "unbroken", config)
 
     def interrupt(event: str, **info) -> None:
-        if event == "step" and info["step"] == 4:
+        if event == "step" and info["step"] == 4 and how != "while-a-batch-is-drawn":
             if how == "sigint":
                 os.kill(os.getpid(), signal.SIGINT)  # the run stops after this step
             else:
                 raise KeyboardInterrupt
 
+    if how == "while-a-batch-is-drawn":  # a second Ctrl-C inside step 5, before any of it is applied
+        draw, calls = diarize.overlap._chunks, []
+
+        def drawn(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 6:  # the class-weight sample, then steps 1 to 5
+                raise KeyboardInterrupt
+            return draw(*args, **kwargs)
+
+        monkeypatch.setattr(diarize.overlap, "_chunks", drawn)
     handler = signal.getsignal(signal.SIGINT)
     with pytest.raises(TrainingInterrupted) as interrupted:
         train_detector([tmp_path / "train"], [tmp_path / "val"], tmp_path / "run", config, hook=interrupt)
     assert signal.getsignal(signal.SIGINT) == handler
+    monkeypatch.undo()
     last = tmp_path / "run" / "last.pt"
     assert interrupted.value.args[0] == last and load_checkpoint(last)["step"] == 4
     train_detector([tmp_path / "train"], [tmp_path / "val"], tmp_path / "run", config, resume=last)

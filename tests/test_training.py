@@ -340,6 +340,24 @@ def test_validate_reports_each_further_set_and_their_mean(diarize, succeeds, voi
         assert line in result.stdout
 
 
+@pytest.mark.parametrize("name", ["val", "mean"])
+def test_a_further_set_named_as_another_set_is_refused(diarize, fails_cleanly, voices, tiny_model, tmp_path, name):
+    fails_cleanly(diarize("validate", voices / "new", "--model", tiny_model, "--device", "cpu", "--cache", tmp_path,
+                          "--also", tmp_path / name), f"--also {tmp_path / name}", f"eer_{name}")
+
+
+def test_clips_with_one_speaker_each_are_refused_as_unscorable(diarize, fails_cleanly, voices, tiny_model, tmp_path):
+    import soundfile as sf
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for name in ("a", "b"):  # two recordings, two speakers in all, but never two in one recording
+        sf.write(clips / f"{name}.wav", np.random.default_rng(0).normal(0, 0.1, 64000).astype(np.float32), 16000)
+        (clips / f"{name}.rttm").write_text(f"SPEAKER {name} 1 0.000 4.000 <NA> <NA> s{name} <NA> <NA>\n")
+    fails_cleanly(diarize("validate", voices / "new", "--model", tiny_model, "--device", "cpu", "--cache", tmp_path,
+                          "--clips", clips), "no recording with two speakers")
+
+
 def test_the_clean_and_edge_shares_of_augmentation_are_kept_with_the_run_and_bounded(diarize, succeeds, few_voices, tmp_path):
     succeeds(diarize("train", few_voices, "--out", tmp_path / "run", "--steps", "1", "--augment",
                      "--augment-clean", "0.6", "--augment-edges", "0.3", *TINY_CLI))
