@@ -217,7 +217,7 @@ def train(
                                                      "augmenting) batches ahead of the training step.")] = 1,
     threads: Annotated[int, typer.Option(min=0, help="Torch CPU threads (0: torch's default).")] = 0,
     cache: Annotated[Optional[Path], typer.Option(help="Feature cache folder (default: OUT/features).")] = None,
-    force: Annotated[bool, typer.Option("--force", "-f", help="Start over in an OUT that holds a run.")] = False,
+    force: StartOverOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, validation lines or summary "
                                                              "(warnings and errors still).")] = False,
 ) -> None:
@@ -360,7 +360,7 @@ def train_overlap(
     resume: Annotated[Optional[Path], typer.Option(
         help="Continue from a last.pt checkpoint, to the run's own --steps unless given.")] = None,
     threads: Annotated[int, typer.Option(min=0, help="Torch CPU threads (0: torch's default).")] = 0,
-    force: ForceOpt = False,
+    force: StartOverOpt = False,
 ) -> None:
     """Train the overlapped-speech detector: non-speech, one speaker or overlap for every 20 ms. best.pt is the
     step of best overlap F1 on --val, stored with that F1's threshold raised until 3/4 of the frames it marks
@@ -601,6 +601,7 @@ def write_json(path: Path, data) -> None:
 
 
 ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")]
+StartOverOpt = Annotated[bool, typer.Option("--force", "-f", help="Start over in an OUT that holds a run.")]
 
 
 @app.command()
