@@ -258,7 +258,8 @@ def train(
         if not given(ctx, "steps"):  # the run's own length, not the default
             steps = run.get("steps", steps)
     elif init and given(ctx, *ARCHITECTURE_OPTIONS):
-        warn(f"ignored with --init, the model's architecture is kept: {flags(given(ctx, *ARCHITECTURE_OPTIONS))}")
+        kept = flags(given(ctx, *ARCHITECTURE_OPTIONS))
+        warn(f"ignored with --init, the model's architecture is kept: {kept}")
     for flag, folder in (("--out", out), ("--cache", cache)):
         problem = folder and folder_problem(folder)
         if problem:
@@ -350,8 +351,8 @@ def train_overlap(
         metavar="DATA", help="Folders of recordings with same-stem reference RTTMs (e.g. simulated "
                              "conversations with overlap).")],
     val: Annotated[list[Path], typer.Option(help="Validation recordings with RTTMs: a folder (repeatable).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for best.pt, last.pt and log.jsonl.")] = Path(
-        "runs/overlap"),
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="Folder for best.pt, last.pt and log.jsonl.")] = Path("runs/overlap"),
     steps: Annotated[int, typer.Option(min=1, help="Optimiser steps in all.")] = 3000,
     batch: Annotated[int, typer.Option(min=1, help="8 s chunks a step.")] = 32,
     lr: Annotated[float, typer.Option(min=1e-7, help="Adam learning rate (cosine-decayed).")] = 2e-3,

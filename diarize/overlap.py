@@ -243,7 +243,7 @@ def train_detector(train_folders: list[Path], val_folders: list[Path], out_dir: 
     validation rounds, and trains to config.steps; every step's batch derives from (seed, step), so a resumed
     run to its own steps ends with the weights of an unbroken one (more steps stretch the learning-rate
     schedule). Without it, a run in out_dir is replaced once the recordings are read."""
-    from .train import TrainingInterrupted, _StopRequest
+    from .train import TrainingInterrupted, StopRequest
 
     hook = hook or (lambda *a, **k: None)
     # the recordings by name and in the order batches index them (a moved copy of the folders is the same data)
@@ -286,7 +286,7 @@ def train_detector(train_folders: list[Path], val_folders: list[Path], out_dir: 
         save_detector(out_dir / "last.pt", detector, step=step, best=best, running_loss=running, history=history,
                       train_config=dataclasses.asdict(config), data=data, optimizer=optimizer.state_dict())
 
-    started, stop = time.time(), _StopRequest()
+    started, stop = time.time(), StopRequest()
     whole = True  # weights, optimiser and step count agree: a state to save
     try:
         while step < config.steps:

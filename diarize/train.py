@@ -62,7 +62,7 @@ class WorkerDied(RuntimeError):
     """A process drawing batches (--workers) ended abruptly."""
 
 
-class _StopRequest:
+class StopRequest:
     """Ctrl-C or SIGTERM asks the loop to stop after the step in flight, so the checkpoint it leaves is
     exactly a completed step; a second Ctrl-C stops at once."""
 
@@ -319,7 +319,7 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
     # the logged loss is a running average: a resumed run carries it on, so its log matches an unbroken one
     running, started, metrics = (ckpt.get("running_loss") if resume else None), time.time(), {}
     calibration = ckpt.get("calibration") if resume else None
-    stop = _StopRequest()
+    stop = StopRequest()
     whole = True  # weights, optimiser, step count and that step's validation agree: a state to save
     batches = _Batches(feed, step, config.steps, s, workers, sampler, acoustics)
     try:
