@@ -1,12 +1,14 @@
 """The `diarize` command line: a thin Typer layer over the library; only this module prints."""
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import re
 import sys
+import threading
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import Annotated, Iterator, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -154,6 +156,43 @@ def refuse_held_run(out: Path, force: bool) -> bool:
     return bool(held)
 
 
+@contextlib.contextmanager
+def terminated_as_interrupted() -> Iterator[list[int]]:
+    """SIGTERM stops a training command as Ctrl-C does, also before its loop takes both signals over (while
+    the data is read): it says so instead of dying silently. Yields [the signal's number] once one came."""
+    import signal
+
+    received = [int(signal.SIGINT)]
+
+    def handle(signum, frame):
+        received[0] = signum
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield received
+        return
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def not_begun(resume: Path | None, signum: int, note: str = "") -> NoReturn:
+    """A training run stopped before its first step: say so, with the shell's code for that signal."""
+    console.print(f"interrupted before training began: "
+                  f"{f'continue with --resume {resume}' if resume else 'nothing to resume'}{note}")
+    raise typer.Exit(128 + signum)
+
+
+def check_folders(**folders: Path | None) -> None:
+    """Fail naming the option (`out` for --out) whose folder could not be written."""
+    for name, folder in folders.items():
+        problem = folder and folder_problem(folder)
+        if problem:
+            fail(f"--{name} {folder}: cannot write: {problem}")
+
+
 def stopped(last: Path | None, signum: int) -> NoReturn:
     """A training run stopped by Ctrl-C or SIGTERM after its last whole step: say where it can go on."""
     import signal
@@ -260,10 +299,7 @@ def train(
     elif init and given(ctx, *ARCHITECTURE_OPTIONS):
         kept = flags(given(ctx, *ARCHITECTURE_OPTIONS))
         warn(f"ignored with --init, the model's architecture is kept: {kept}")
-    for flag, folder in (("--out", out), ("--cache", cache)):
-        problem = folder and folder_problem(folder)
-        if problem:
-            fail(f"{flag} {folder}: cannot write: {problem}")
+    check_folders(out=out, cache=cache)
     held = not resume and refuse_held_run(out, force)
     try:
         dev = pick_device(device)
@@ -287,7 +323,7 @@ def train(
             (out / name).unlink(missing_ok=True)
     rank0 = int(os.environ.get("RANK", "0")) == 0
     talk = rank0 and not quiet  # under torchrun, one process speaks
-    with progress_bar(quiet=not talk) as bar:
+    with progress_bar(quiet=not talk) as bar, terminated_as_interrupted() as signum:
         tasks: dict[str, int] = {}
 
         def hook(event: str, **info) -> None:
@@ -329,10 +365,7 @@ def train(
         except TrainingInterrupted as e:
             stopped(*e.args)
         except KeyboardInterrupt:  # before the first step: while reading the data or building its cache
-            where = f"continue with --resume {resume}" if resume else "nothing to resume"
-            console.print(f"interrupted before training began: {where} (a partly built feature cache is not "
-                          f"kept)")
-            raise typer.Exit(130)
+            not_begun(resume, signum[0], " (a partly built feature cache is not kept)")
         except (DataError, ModelError, ValueError, WorkerDied) as e:
             fail(str(e))
         except OSError as e:
@@ -391,12 +424,10 @@ def train_overlap(
         out = resumed_in(ctx, out, resume, run, {"batch": batch, "lr": lr, "seed": seed, "val_every": val_every})
         if not given(ctx, "steps"):
             steps = run.get("steps", steps)
-    problem = folder_problem(out)
-    if problem:
-        fail(f"--out {out}: cannot write: {problem}")
+    check_folders(out=out)
     if not resume:
         refuse_held_run(out, force)  # with --force, the run there is replaced once the recordings are read
-    with progress_bar() as bar:
+    with progress_bar() as bar, terminated_as_interrupted() as signum:
         tasks: dict[str, int] = {}
 
         def hook(event: str, **info) -> None:
@@ -421,9 +452,7 @@ def train_overlap(
         except TrainingInterrupted as e:
             stopped(*e.args)
         except KeyboardInterrupt:  # while reading the recordings
-            console.print(f"interrupted before training began: "
-                          f"{f'continue with --resume {resume}' if resume else 'nothing to resume'}")
-            raise typer.Exit(130)
+            not_begun(resume, signum[0])
         except (ModelError, ValueError) as e:
             fail(str(e))
         except OSError as e:

@@ -1,6 +1,10 @@
 """What overlap handling promises: frame classes read from an RTTM, a detector that scores a recording of
 any length frame by frame, that learns overlap from simulated conversations, and a pipeline that gives
 overlapped speech a second speaker only when asked to."""
+import os
+import signal
+import time
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -82,9 +86,6 @@ def test_training_learns_to_find_overlap_in_conversations_it_never_heard(tmp_pat
 
 @pytest.mark.parametrize("how", ["sigint", "keyboard-interrupt", "while-a-batch-is-drawn"])
 def test_an_interrupted_detector_run_resumes_to_the_weights_of_an_unbroken_one(tmp_path, monkeypatch, how):
-    import os
-    import signal
-
     import diarize.overlap
     from diarize.model import load_checkpoint
     from diarize.train import TrainingInterrupted
@@ -146,3 +147,19 @@ def test_train_overlap_continues_a_run_only_when_asked(diarize, fails_cleanly, s
     from diarize.model import load_checkpoint
     assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 4
     fails_cleanly(diarize("train-overlap", *common, "--resume", tiny_model), "no overlap-detector training run")
+
+
+def test_sigterm_while_the_recordings_are_read_says_so(diarize, tmp_path, monkeypatch):
+    import diarize.overlap as overlap
+
+    rng = np.random.default_rng(3)
+    conversation(tmp_path / "train", "c0", rng)
+    conversation(tmp_path / "val", "v0", rng)
+
+    def terminated(folders, hook):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the signal arrives well before this ends
+    monkeypatch.setattr(overlap, "conversations", terminated)
+    result = diarize("train-overlap", tmp_path / "train", "--val", tmp_path / "val", "--out", tmp_path / "run")
+    assert result.exit_code == 143 and "interrupted before training began: nothing to resume" in result.stderr
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the command's handler is gone with it

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -421,15 +422,17 @@ def test_a_run_is_not_resumed_on_other_data(diarize, fails_cleanly, succeeds, fe
     succeeds(diarize("train", moved, "--resume", run / "last.pt", "--steps", "2", *TINY_CLI))
 
 
-def test_ctrl_c_while_the_feature_cache_is_built_says_so_and_leaves_no_cache(diarize, few_voices, tmp_path,
-                                                                             monkeypatch):
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_while_the_feature_cache_is_built_says_so_and_leaves_no_cache(diarize, few_voices, tmp_path,
+                                                                             monkeypatch, how):
     import diarize.data as data
 
-    def interrupted(path):  # the first file read is where Ctrl-C lands
-        raise KeyboardInterrupt
+    def interrupted(path):  # the first file read is where Ctrl-C or SIGTERM lands
+        os.kill(os.getpid(), how)
+        time.sleep(5)  # the signal arrives well before this ends
     monkeypatch.setattr(data, "_features", interrupted)
     result = diarize("train", few_voices, "--out", tmp_path / "run", "--steps", "1", *TINY_CLI)
-    assert result.exit_code == 130
+    assert result.exit_code == 128 + how  # 130, 143: as the shell reports death by that signal
     assert "interrupted before training began" in result.stderr
     assert not list((tmp_path / "run").rglob("*.tmp")) and not list((tmp_path / "run").rglob("index.json"))
 
