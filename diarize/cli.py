@@ -486,6 +486,10 @@ ClusterOpt = Annotated[Method, typer.Option("--cluster", help="Clustering when t
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", callback=_model_named,
                                                   help="Model name in models/ or a .pt path (default: the "
                                                        "bundled model).")]
+OverlapOpt = Annotated[bool, typer.Option("--overlap/--no-overlap",
+                                          help="Give overlapped speech a second speaker, found by the bundled "
+                                               "detector (--no-overlap: one speaker at a time, a little "
+                                               "faster).")]
 BatchOpt = Annotated[int, typer.Option(min=1, help="Windows per forward pass.")]
 HopOpt = Annotated[float, typer.Option(min=0.01, max=0.4, help="Seconds between window starts (at most the "
                                                                 "0.4 s window).")]
@@ -650,8 +654,7 @@ def cluster(
     vad: VadOpt = VAD.silero,
     method: ClusterOpt = Method.ahc,
     window_hop: HopOpt = 0.2,
-    overlap: Annotated[bool, typer.Option("--overlap/--no-overlap", help="Give overlapped speech a second "
-                                                                      "speaker (the bundled detector).")] = False,
+    overlap: OverlapOpt = True,
     seed: SeedOpt = 0,
     batch_size: BatchOpt = 256,
     workers: Annotated[int, typer.Option(min=1, help="Files diarized in parallel processes.")] = 1,
@@ -788,7 +791,9 @@ def _write_outputs(result, targets, plot: Optional[Path], references: dict) -> s
     try:
         for path in files:
             if path.exists():
-                kept[path] = Path(tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old")[1])
+                fd, copy = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old")
+                kept[path] = Path(copy)
+                os.close(fd)
                 shutil.copy2(path, kept[path])
         for path, fmt in targets:
             write_turns(result.turns, path, fmt, result.file_id)
@@ -801,12 +806,14 @@ def _write_outputs(result, targets, plot: Optional[Path], references: dict) -> s
                           title=result.file_id, duration=result.duration)
     except BrokenPipeError:
         raise  # stdout closed (| head): the run ends there, quietly
-    except (OSError, ValueError) as e:
+    except BaseException as e:  # a failed write, or Ctrl-C / SIGTERM in the middle of them
         for done in [Path(p) for p in written if p != "-"]:
             if done in kept:
                 os.replace(kept.pop(done), done)
             else:
                 done.unlink(missing_ok=True)
+        if not isinstance(e, (OSError, ValueError)):
+            raise
         on_stdout = " (its turns went to stdout)" if "-" in written else ""
         return (f"cannot write {path} ({getattr(e, 'strerror', None) or e}); none of its files were "
                 f"written{on_stdout}")
@@ -898,6 +905,10 @@ def embed(
         encoder = load_model(model, device)
     except (ModelError, ValueError) as e:
         fail(str(e))
+    if level in (Level.segment, Level.speaker) and num_speakers is None and encoder.calibration is None:
+        from .cluster import NO_CALIBRATION
+
+        fail(f"{encoder.source}: {NO_CALIBRATION}")
     config = PipelineConfig(window_hop=window_hop, batch_size=batch_size, vad=vad.value, cluster=method.value)
     counts = dict(num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers, seed=seed)
 
@@ -1015,7 +1026,7 @@ def info(model: ModelOpt = None) -> None:
     out.print(f"[bold]model[/] {encoder.source} ({encoder.source.stat().st_size / 1e6:.1f} MB, "
               f"{sum(p.numel() for p in encoder.parameters()):,} parameters)")
     out.print(f"[bold]available[/] {', '.join(available_models()) or '-'}", soft_wrap=True)
-    out.print(f"[bold]overlap detector[/] {BUNDLED_DETECTOR} (cluster --overlap)", soft_wrap=True)
+    out.print(f"[bold]overlap detector[/] {BUNDLED_DETECTOR} (cluster; off with --no-overlap)", soft_wrap=True)
     for k, v in vars(encoder.config).items():
         out.print(f"  {k}: {v}")
     _print_fields(out, encoder.metrics)
@@ -1066,6 +1077,7 @@ def validate(
     from .train import validate as run_validation
 
     to_stdout = check_json_target(json_out, force)
+    check_folders(cache=cache)
     if calibrate:
         if calibrate.suffix != ".pt":
             fail(f"{calibrate}: a model file ends in .pt", USAGE)
@@ -1127,8 +1139,7 @@ def benchmark(
     device: DeviceOpt = "auto",
     window_hop: HopOpt = 0.2,
     vad: VadOpt = VAD.silero,
-    overlap: Annotated[bool, typer.Option("--overlap/--no-overlap", help="Give overlapped speech a second "
-                                                                      "speaker (the bundled detector).")] = False,
+    overlap: OverlapOpt = True,
     batch_size: BatchOpt = 256,
     threads: Annotated[int, typer.Option(min=0, help="Torch CPU threads (0: torch's default).")] = 0,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON (- for stdout: the "
@@ -1193,4 +1204,13 @@ def benchmark(
 
 
 def main() -> None:
-    app()  # Click ends a run whose stdout was closed early (EPIPE) quietly, with exit status 1
+    import signal
+
+    # SIGTERM ends every command as Ctrl-C does (a file being written is taken back), with its own exit code
+    with terminated_as_interrupted() as received:
+        try:
+            app()  # Click ends a run whose stdout was closed early (EPIPE) quietly, with exit status 1
+        except SystemExit as e:
+            if e.code == 130 and received[0] == signal.SIGTERM:  # Typer's code for any KeyboardInterrupt
+                raise SystemExit(143) from None
+            raise

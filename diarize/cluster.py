@@ -11,6 +11,8 @@ from .calibration import MAX_SPEAKERS, Calibration, normalise
 MIN_CLUSTER_SHARE = 0.02  # a speaker holds at least this share of the segments (and `min_cluster_size`)
 MAX_POINTS = 2000  # above this many segments, cluster a seeded sample and assign the rest to its centroids
 AHC_POINTS = 1000  # centroid linkage keeps an n x n similarity matrix: a sample of at most this many
+NO_CALIBRATION = ("estimating the speaker count needs the model's calibration: give the count, or calibrate the "
+                  "model on held-out speakers (diarize validate DATA --calibrate MODEL)")
 
 
 def cluster_embeddings(x: np.ndarray, method: str = "ahc", num_speakers: int | None = None,
@@ -41,8 +43,7 @@ def cluster_embeddings(x: np.ndarray, method: str = "ahc", num_speakers: int | N
     if num_speakers is not None:
         return _exactly(x, min(num_speakers, n), calibration, min_size, seed)
     if calibration is None:
-        raise ValueError("estimating the speaker count needs the model's calibration: give the count, or "
-                         "calibrate the model on held-out speakers (diarize validate DATA --calibrate MODEL)")
+        raise ValueError(NO_CALIBRATION)
     if method == "ahc":
         labels = _ahc(x, calibration, min_size, seed)
     elif method == "hdbscan":

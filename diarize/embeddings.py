@@ -62,7 +62,7 @@ def collect_embeddings(files: list[Path], encoder: SpeakerEncoder, level: str = 
     return {"embeddings": np.concatenate(rows["embeddings"]) if rows["embeddings"] else np.zeros((0, dim), np.float32),
             "start": np.concatenate(rows["start"]).astype(np.float64) if rows["start"] else np.zeros(0),
             "end": np.concatenate(rows["end"]).astype(np.float64) if rows["end"] else np.zeros(0),
-            "paths": np.array(rows["paths"]), "speakers": np.array(rows["speakers"])}
+            "paths": np.array(rows["paths"], dtype=str), "speakers": np.array(rows["speakers"], dtype=str)}
 
 
 def save_embeddings(result: dict[str, np.ndarray], path: str | Path) -> None:

@@ -113,6 +113,9 @@ def frame_classes(rttm: Path, n_frames: int) -> np.ndarray:
 
 def recordings(folders: list[Path]) -> list[Path]:
     """Every recording with a same-stem RTTM in `folders`, folder by folder, in name order within each."""
+    for folder in folders:
+        if not Path(folder).is_dir():
+            raise ValueError(f"{folder}: {'not a' if Path(folder).exists() else 'no such'} folder")
     return [audio for folder in folders for audio in sorted(Path(folder).rglob("*"))
             if audio.suffix.lower() in (".wav", ".flac") and audio.with_suffix(".rttm").exists()]
 

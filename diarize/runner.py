@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .audio import AudioError
+from .cluster import NO_CALIBRATION
 from .data import ignore_interrupts
 from .model import ModelError, load_model
 from .pipeline import Diarization, diarize
@@ -44,6 +45,8 @@ def diarize_files(files: list[Path], model: str | None, device: str, options: di
     cannot be loaded raises ModelError (or ValueError for the device) here, before any file is read."""
     global _worker_model
     _worker_model = load_model(model, device)  # here first: a worker whose initializer fails is respawned forever
+    if options.get("num_speakers") is None and _worker_model.calibration is None:  # said once, not per file
+        raise ModelError(f"{_worker_model.source}: {NO_CALIBRATION}")
     return _results(files, model, device, options, workers)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .augment import PRE_ROLL, SPAN, WINDOW_SAMPLES, Acoustics, load_acoustics, window_log_mels
+from .calibration import MAX_SPEAKERS  # the calibration needs this many voices
 from .data import BatchSampler, Dataset, build_cache, ignore_interrupts, utterance_windows
 from .distill import TEACHER_SAMPLES, Teacher, relational_loss, resemblyzer_weights
 from .hparams import WINDOW_FRAMES
@@ -271,11 +272,11 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
     val = held_out_sets(val_data, cache_dir, config.val_utterances, more_val, val_rooms, val_clips,
                         [Path(d) for d in config.noise_dirs], workers, hook) if rank == 0 else []
     # the speaker-count calibration is read on held-out speakers; a run without any reads it on training ones
-    if val and val[0].recordings is None and len(set(val[0].speakers)) >= 5:
+    if val and val[0].recordings is None and len(set(val[0].speakers)) >= MAX_SPEAKERS:
         held_out = val[0]
     else:
         held_out = speaker_set("train", train_cache, CALIBRATION_UTTERANCES, max_speakers=CALIBRATION_SPEAKERS)
-        if rank == 0:
+        if rank == 0 and len(set(held_out.speakers)) >= MAX_SPEAKERS:  # fewer: it warns there is none
             hook("warning", message="the speaker-count calibration is read on training speakers (held-out "
                                     "ones need --val with 5 or more); recalibrate: diarize validate DATA --calibrate")
 

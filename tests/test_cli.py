@@ -154,6 +154,9 @@ def test_embed_of_a_recording_without_speech_says_so(diarize, succeeds, make_aud
     silent = make_audio("quiet.wav", np.zeros(3 * 16000, np.float32))
     stderr = succeeds(diarize("embed", silent, "--level", level, "--out", tmp_path / "e.npz"))
     assert "warning:" in stderr and "no speech found" in stderr and "quiet" in stderr
+    if level != "file":  # no rows, of the same kinds as ever: text stays text
+        saved = np.load(tmp_path / "e.npz")
+        assert len(saved["embeddings"]) == 0 and saved["paths"].dtype.kind == saved["speakers"].dtype.kind == "U"
 
 
 def test_embed_json_is_valid_json_records(diarize, succeeds, make_audio, tmp_path):
@@ -555,3 +558,19 @@ def test_benchmark_json_on_stdout_holds_the_json_alone(diarize, make_audio):
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["audio_seconds"] == pytest.approx(3.0)
     assert "real time" in result.stderr
+
+
+def test_a_model_without_calibration_is_refused_once_before_any_audio_is_read_unless_told_the_count(
+        diarize, fails_cleanly, succeeds, make_audio, tiny_model, tmp_path):
+    from diarize.model import load_checkpoint
+
+    bare = tmp_path / "bare.pt"
+    torch.save({k: v for k, v in load_checkpoint(tiny_model).items() if k != "calibration"}, bare)
+    inputs = [make_audio("a.wav"), make_audio("b.wav")]
+    error = fails_cleanly(diarize("cluster", *inputs, "--model", bare, "--device", "cpu", "--out-dir", tmp_path),
+                          "bare.pt", "calibrat")
+    assert error.count("error:") == 1 and not list(tmp_path.glob("*.rttm"))
+    fails_cleanly(diarize("embed", *inputs, "--level", "speaker", "--model", bare, "--out", tmp_path / "e.npz"),
+                  "bare.pt", "calibrat")
+    succeeds(diarize("cluster", *inputs, "--model", bare, "--num-speakers", "2", "--out-dir", tmp_path))
+    succeeds(diarize("embed", *inputs, "--level", "window", "--model", bare, "--out", tmp_path / "e.npz"))

@@ -291,6 +291,31 @@ def test_skip_existing_carries_on_with_the_inputs_whose_outputs_are_not_all_writ
     assert "nothing to do" in succeeds(result)
 
 
+@pytest.mark.parametrize("earlier", [False, True])
+def test_ctrl_c_while_an_inputs_outputs_are_written_leaves_none_of_them(diarize, make_audio, tmp_path, monkeypatch,
+                                                                       earlier):
+    import diarize.writers as writers
+
+    audio, out = make_audio("a.wav"), tmp_path / "o"
+    out.mkdir()
+    if earlier:  # a set from an earlier run, which --force was replacing
+        for fmt in ("rttm", "json", "csv", "srt"):
+            (out / f"a.{fmt}").write_text("earlier\n")
+    write, calls = writers.write_turns, []
+
+    def interrupted(turns, path, fmt=None, file_id=None):
+        calls.append(path)
+        if len(calls) == 3:  # two of the four written
+            raise KeyboardInterrupt
+        write(turns, path, fmt, file_id)
+    monkeypatch.setattr(writers, "write_turns", interrupted)
+    result = diarize("cluster", audio, "--out", "all", "--out-dir", out, "--force")
+    assert result.exit_code == 130
+    left = sorted(p.name for p in out.iterdir())
+    assert left == (["a.csv", "a.json", "a.rttm", "a.srt"] if earlier else [])  # no temporary copy either
+    assert all(p.read_text() == "earlier\n" for p in out.iterdir())
+
+
 def test_skip_existing_never_skips_an_input_whose_turns_go_to_stdout(diarize, succeeds, make_audio, tmp_path):
     a, b = make_audio("a.wav"), make_audio("b.wav")
     for stem in ("a", "b"):

@@ -488,16 +488,24 @@ def two_speaker_windows(overlap_from: float, overlap_to: float):
     return Windows(emb, start, energy, 2200, 22.0, overlap=overlap, overlap_threshold=0.5)
 
 
-def test_overlapped_speech_gets_the_second_nearest_speaker_too_only_when_asked():
-    windows = two_speaker_windows(5.0, 7.0)
-    on = PipelineConfig(vad="energy", overlap=True)
-    turns = diarize_windows(windows, "rec", num_speakers=2, config=on).turns
+def test_overlap_where_turns_meet_gets_the_next_speaker_too_and_only_when_asked():
+    windows = two_speaker_windows(9.6, 11.0)  # B starts while A (1-11 s) is still talking
+    turns = diarize_windows(windows, "rec", num_speakers=2, config=PipelineConfig(vad="energy")).turns
     a = next(t.speaker for t in turns if t.start < 2)
-    second = [t for t in turns if t.speaker != a and t.start < 10]
-    assert len(second) == 1 and abs(second[0].start - 5.0) < 0.25 and abs(second[0].end - 7.0) < 0.25
-    assert any(t.speaker == a and t.start < 5 and t.end > 7 for t in turns)  # A talks on through it
-    off = diarize_windows(windows, "rec", num_speakers=2, config=PipelineConfig(vad="energy"))
-    assert not [t for t in off.turns if t.speaker != a and t.start < 10]
+    b = [t for t in turns if t.speaker != a]
+    assert len(b) == 1 and abs(b[0].start - 9.6) < 0.25  # B's turn begins where the overlap does
+    assert any(t.speaker == a and t.start < 2 and abs(t.end - 11.0) < 0.25 for t in turns)  # A talks on
+    off = diarize_windows(windows, "rec", num_speakers=2, config=PipelineConfig(vad="energy", overlap=False))
+    assert overlapping(off.turns) == 0 and overlapping(turns) > 1.0
+
+
+def test_overlap_far_from_any_other_speakers_turn_gets_no_second_speaker():
+    # marked in the middle of A's turn, 4 s before B talks: a false alarm, most likely
+    turns = diarize_windows(two_speaker_windows(5.0, 7.0), "rec", num_speakers=2,
+                            config=PipelineConfig(vad="energy")).turns
+    assert overlapping(turns) == 0
+    near = PipelineConfig(vad="energy", overlap_reach=5.0)  # unless B's turns are reached from there
+    assert overlapping(diarize_windows(two_speaker_windows(5.0, 7.0), "rec", num_speakers=2, config=near).turns) > 1.0
 
 
 def test_overlap_shorter_than_the_minimum_and_one_speaker_recordings_get_no_second_speaker():
@@ -529,7 +537,7 @@ def overlapping(turns) -> float:
                for i, a in enumerate(turns) for b in turns[i + 1:] if a.speaker != b.speaker)
 
 
-def test_the_bundled_overlap_detector_adds_overlapping_turns_only_when_asked():
+def test_the_bundled_overlap_detector_adds_overlapping_turns_unless_switched_off():
     from diarize.overlap import load_detector
 
     detector = load_detector()  # models/overlap/diarize-overlap.pt
@@ -538,7 +546,7 @@ def test_the_bundled_overlap_detector_adds_overlapping_turns_only_when_asked():
     # less than the 0.2 s a second speaker needs: at 0.5 it marks nearly all of it
     detector.threshold = 0.5
     model = load_model(device="cpu")
-    on = diarize(EXAMPLE, model, config=PipelineConfig(overlap=True), overlap_model=detector)
+    on = diarize(EXAMPLE, model, overlap_model=detector)  # on by default
     off = diarize(EXAMPLE, model, config=PipelineConfig(overlap=False))
     assert overlapping(off.turns) == 0  # one speaker a frame
     assert overlapping(on.turns) > 0
