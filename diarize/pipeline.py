@@ -558,7 +558,7 @@ def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None 
                             f"found {n} speaker{'s' * (n != 1)} at most")
         # embeddings of one recording share a common direction; removing it spreads speakers apart
         centre = seg_emb.mean(axis=0)
-        seg_c, win_c = normalise(seg_emb - centre), normalise(windows.embeddings[idx] - centre)
+        seg_c, win_c = normalise(seg_emb - centre), normalise(windows.embeddings[idx] - centre.astype(np.float32))
         if calibration is not None:
             calibration = for_recording(calibration, seg_c)  # moved to this recording's similarity scale
         labels = cluster_embeddings(seg_c, config.cluster, num_speakers, min_speakers, max_speakers,
