@@ -175,7 +175,8 @@ def terminated_as_interrupted() -> Iterator[list[int]]:
     try:
         yield received
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if signal.getsignal(signal.SIGTERM) is handle:  # stopped() may have set the default: it stays
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def not_begun(resume: Path | None, signum: int, note: str = "") -> NoReturn:
@@ -909,7 +910,9 @@ def embed(
         from .cluster import NO_CALIBRATION
 
         fail(f"{encoder.source}: {NO_CALIBRATION}")
-    config = PipelineConfig(window_hop=window_hop, batch_size=batch_size, vad=vad.value, cluster=method.value)
+    # overlapped speech's second speaker would only widen the spans: embeddings are of each speaker's own turns
+    config = PipelineConfig(window_hop=window_hop, batch_size=batch_size, vad=vad.value, cluster=method.value,
+                            overlap=False)
     counts = dict(num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers, seed=seed)
 
     def done(path: Path, warnings: list[str]) -> None:

@@ -9,7 +9,8 @@ from .audio import AudioError
 from .cluster import NO_CALIBRATION
 from .data import ignore_interrupts
 from .model import ModelError, load_model
-from .pipeline import Diarization, diarize
+from .overlap import load_detector
+from .pipeline import Diarization, PipelineConfig, as_config, diarize
 
 _worker_model = None
 
@@ -41,12 +42,18 @@ def _run_star(args):
 def diarize_files(files: list[Path], model: str | None, device: str, options: dict,
                   workers: int = 1) -> Iterator[tuple[Path, Diarization | str]]:
     """An iterator of (path, result or error message) for each file, in input order. The model is loaded once
-    per process; with workers > 1 each process gets an equal share of the CPU threads. A model that
-    cannot be loaded raises ModelError (or ValueError for the device) here, before any file is read."""
+    per process; with workers > 1 each process gets an equal share of the CPU threads. A model (or, with
+    overlap handling, the overlap detector) that cannot be loaded, or a model without the calibration an
+    estimated count needs, raises ModelError (or ValueError for the device) here, before any file is read."""
     global _worker_model
     _worker_model = load_model(model, device)  # here first: a worker whose initializer fails is respawned forever
     if options.get("num_speakers") is None and _worker_model.calibration is None:  # said once, not per file
         raise ModelError(f"{_worker_model.source}: {NO_CALIBRATION}")
+    if as_config(options.get("config", PipelineConfig())).overlap:
+        try:
+            load_detector()
+        except ModelError as e:
+            raise ModelError(f"{e} (overlap detection; --no-overlap goes without)") from None
     return _results(files, model, device, options, workers)
 
 

@@ -278,7 +278,8 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
         held_out = speaker_set("train", train_cache, CALIBRATION_UTTERANCES, max_speakers=CALIBRATION_SPEAKERS)
         if rank == 0 and len(set(held_out.speakers)) >= MAX_SPEAKERS:  # fewer: it warns there is none
             hook("warning", message="the speaker-count calibration is read on training speakers (held-out "
-                                    "ones need --val with 5 or more); recalibrate: diarize validate DATA --calibrate")
+                                    f"ones need --val with {MAX_SPEAKERS} or more); recalibrate: diarize validate DATA "
+                                    f"--calibrate")
 
     step, best_eer, history = 0, float("inf"), []
     if resume:

@@ -574,3 +574,35 @@ def test_a_model_without_calibration_is_refused_once_before_any_audio_is_read_un
                   "bare.pt", "calibrat")
     succeeds(diarize("cluster", *inputs, "--model", bare, "--num-speakers", "2", "--out-dir", tmp_path))
     succeeds(diarize("embed", *inputs, "--level", "window", "--model", bare, "--out", tmp_path / "e.npz"))
+
+
+def test_a_missing_overlap_detector_is_said_once_and_only_overlap_detection_needs_it(
+        diarize, fails_cleanly, succeeds, make_audio, tmp_path, monkeypatch):
+    import diarize.overlap as overlap
+
+    monkeypatch.setattr(overlap, "BUNDLED_DETECTOR", tmp_path / "gone.pt")
+    inputs = [make_audio("a.wav"), make_audio("b.wav")]
+    error = fails_cleanly(diarize("cluster", *inputs, "--out-dir", tmp_path), "gone.pt", "--no-overlap")
+    assert error.count("error:") == 1 and not list(tmp_path.glob("*.rttm"))
+    succeeds(diarize("cluster", *inputs, "--out-dir", tmp_path, "--no-overlap"))
+    succeeds(diarize("embed", *inputs, "--level", "speaker", "--out", tmp_path / "e.npz"))
+
+
+def test_sigterm_ends_any_command_as_ctrl_c_does_with_the_shells_status_for_it(make_audio, tiny_model, tmp_path,
+                                                                              monkeypatch):
+    import signal
+    import time
+
+    import diarize.runner as runner
+    from diarize.cli import main
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the signal arrives well before this ends
+    monkeypatch.setattr(runner, "diarize_files", terminated)
+    monkeypatch.setattr(sys, "argv", ["diarize", "cluster", str(make_audio("a.wav")), "--model", str(tiny_model),
+                                      "--out-dir", str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as stopped:
+        main()
+    assert stopped.value.code == 143 and not (tmp_path / "out").exists()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # as it was before

@@ -1,6 +1,6 @@
 """What overlap handling promises: frame classes read from an RTTM, a detector that scores a recording of
 any length frame by frame, that learns overlap from simulated conversations, and a pipeline that gives
-overlapped speech a second speaker only when asked to."""
+overlapped speech a second speaker where turns meet, unless told not to."""
 import os
 import signal
 import time

@@ -14,7 +14,7 @@ from diarize.model import load_model
 from diarize.pipeline import (PipelineConfig, diarize, diarize_windows, embed_windows, segment_embeddings,
                               torch_threads, windows_to_turns)
 from diarize.vad import above_floor, energy_speech, is_noisy
-from diarize.writers import read_rttm
+from diarize.writers import Turn, read_rttm
 
 from pathlib import Path
 
@@ -506,6 +506,26 @@ def test_overlap_far_from_any_other_speakers_turn_gets_no_second_speaker():
     assert overlapping(turns) == 0
     near = PipelineConfig(vad="energy", overlap_reach=5.0)  # unless B's turns are reached from there
     assert overlapping(diarize_windows(two_speaker_windows(5.0, 7.0), "rec", num_speakers=2, config=near).turns) > 1.0
+
+
+def test_a_stretch_of_overlap_goes_to_the_most_like_speaker_among_those_whose_turn_it_meets():
+    from diarize.pipeline import second_speakers
+
+    names = ["A", "B", "C"]
+    turns = [Turn(0.0, 5.0, "A"), Turn(5.0, 8.0, "B"), Turn(20.0, 25.0, "C")]
+    centres = np.array([4.0, 4.6, 5.4, 12.0])  # A's end, B's start, and one in a pause far from every turn
+    labels = np.array([0, 0, 1, 0])
+    sims = np.array([[0.9, 0.1, 0.8],   # most like C after A, but C talks 15 s away: B, whose turn it meets
+                     [0.9, 0.3, 0.2],
+                     [0.2, 0.9, 0.5],   # B's window: A is the other speaker there
+                     [0.9, 0.1, 0.8]])
+    overlapped = np.zeros(2600, bool)
+    overlapped[380:560] = True  # 3.8-5.6 s, around the change from A to B
+    overlapped[1150:1250] = True  # 11.5-12.5 s: 3.5 s and more from any turn
+    second = second_speakers(centres, labels, sims, overlapped, turns, names, reach=0.5)
+    assert list(second) == [1, 1, 0, len(names)]  # the last: no speaker near enough
+    only_own = second_speakers(centres[:1], labels[:1], sims[:1], overlapped, turns[:1], names, reach=0.5)
+    assert list(only_own) == [len(names)]  # its own speaker is the only one there: no second
 
 
 def test_overlap_shorter_than_the_minimum_and_one_speaker_recordings_get_no_second_speaker():
