@@ -330,7 +330,12 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
                 raise KeyboardInterrupt
             # every step's randomness derives from (seed, step): a resumed run redraws the same batches
             torch.manual_seed(config.seed * 1_000_003 + step)
-            x, labels, heard = next(batches)
+            try:
+                x, labels, heard = next(batches)
+            except WorkerDied:
+                if stop.requested:  # the signal went to the whole process group and ended a worker too
+                    raise KeyboardInterrupt from None
+                raise
             for group in optimizer.param_groups:
                 group["lr"] = float(config.lr * schedule(step))  # a numpy float would not load with weights_only
             if world > 1:  # each process embeds its slice; the loss sees every pair of the whole batch

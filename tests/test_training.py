@@ -112,6 +112,24 @@ def assert_same_training_state(a: dict, b: dict, weights_atol: float, moments_rt
             assert torch.linalg.norm(mine - theirs) <= moments_rtol * torch.linalg.norm(theirs), (key, moment)
 
 
+def test_sigterm_to_the_process_group_is_a_stop_not_a_dead_worker(few_voices, tmp_path, monkeypatch):
+    import diarize.train as training
+
+    draw = training._Batches.__next__
+
+    def group_terminated(batches):  # the signal reaches this process and ends a worker drawing batch 3
+        if batches.next_step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise WorkerDied("a process drawing training batches died")
+        return draw(batches)
+    monkeypatch.setattr(training._Batches, "__next__", group_terminated)
+    with pytest.raises(TrainingInterrupted) as interrupted:
+        train(list_dataset(few_voices), None, tmp_path / "run", RESUME_ENCODER, RESUME_CONFIG,
+              cache_dir=tmp_path / "cache")
+    assert interrupted.value.args[1] == signal.SIGTERM
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 3  # the last whole step, saved
+
+
 @pytest.mark.parametrize("how", ["sigint", "sigterm", "keyboard-interrupt"])
 def test_an_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(few_voices, tmp_path, how):
     data, cache = list_dataset(few_voices), tmp_path / "cache"
