@@ -158,8 +158,9 @@ def refuse_held_run(out: Path, force: bool) -> bool:
 
 @contextlib.contextmanager
 def terminated_as_interrupted() -> Iterator[list[int]]:
-    """SIGTERM stops a training command as Ctrl-C does, also before its loop takes both signals over (while
-    the data is read): it says so instead of dying silently. Yields [the signal's number] once one came."""
+    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does: files being written are taken back, and a training
+    command stopped before its loop takes both signals over (while the data is read) says so instead of
+    dying silently. Yields [the signal's number] once one came."""
     import signal
 
     received = [int(signal.SIGINT)]

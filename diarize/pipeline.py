@@ -586,6 +586,7 @@ def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None 
         if config.overlap and windows.overlap is not None and len(names) > 1:
             overlapped = (windows.overlap[: len(speech)] >= windows.overlap_threshold) & speech
             second = second_speakers(centres, win_labels, sims, overlapped, turns, names, config.overlap_reach)
+            # label len(names), named "", is no second speaker: its turns are dropped
             extra = windows_to_turns(centres, second, overlapped, names + [""], config.min_overlap, duration)
             turns = merge_turns(turns + [t for t in extra if t.speaker and t.end - t.start >= config.min_overlap])
     used = sorted({t.speaker for t in turns})
