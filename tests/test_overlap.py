@@ -163,3 +163,13 @@ def test_sigterm_while_the_recordings_are_read_says_so(diarize, tmp_path, monkey
     result = diarize("train-overlap", tmp_path / "train", "--val", tmp_path / "val", "--out", tmp_path / "run")
     assert result.exit_code == 143 and "interrupted before training began: nothing to resume" in result.stderr
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the command's handler is gone with it
+
+
+def test_train_overlap_names_a_missing_or_wrong_folder(diarize, fails_cleanly, tmp_path):
+    rng = np.random.default_rng(4)
+    conversation(tmp_path / "train", "c0", rng)
+    (tmp_path / "afile").write_text("")
+    for val in (tmp_path / "nowhere", tmp_path / "afile"):
+        error = fails_cleanly(diarize("train-overlap", tmp_path / "train", "--val", val, "--out", tmp_path / "run"),
+                              str(val))
+        assert ("no such folder" if val.name == "nowhere" else "not a folder") in error
