@@ -409,7 +409,7 @@ def train_overlap(
     import torch
 
     from .model import ModelError, load_checkpoint
-    from .overlap import OverlapTrainConfig, train_detector
+    from .overlap import OverlapTrainConfig, recordings, train_detector
     from .train import TrainingInterrupted
 
     if threads:
@@ -427,6 +427,10 @@ def train_overlap(
         if not given(ctx, "steps"):
             steps = run.get("steps", steps)
     check_folders(out=out)
+    try:  # said before the progress bar starts (it would leave a blank line under the error)
+        recordings(data), recordings(val)
+    except ValueError as e:
+        fail(str(e))
     if not resume:
         refuse_held_run(out, force)  # with --force, the run there is replaced once the recordings are read
     with progress_bar() as bar, terminated_as_interrupted() as signum:

@@ -112,19 +112,21 @@ def frame_classes(rttm: Path, n_frames: int) -> np.ndarray:
 
 
 def recordings(folders: list[Path]) -> list[Path]:
-    """Every recording with a same-stem RTTM in `folders`, folder by folder, in name order within each."""
+    """Every recording with a same-stem RTTM in `folders`, folder by folder, in name order within each;
+    ValueError when a folder is missing or none is found."""
     for folder in folders:
         if not Path(folder).is_dir():
             raise ValueError(f"{folder}: {'not a' if Path(folder).exists() else 'no such'} folder")
-    return [audio for folder in folders for audio in sorted(Path(folder).rglob("*"))
-            if audio.suffix.lower() in (".wav", ".flac") and audio.with_suffix(".rttm").exists()]
+    found = [audio for folder in folders for audio in sorted(Path(folder).rglob("*"))
+             if audio.suffix.lower() in (".wav", ".flac") and audio.with_suffix(".rttm").exists()]
+    if not found:
+        raise ValueError(f"no recordings with same-stem RTTMs in {', '.join(map(str, folders))}")
+    return found
 
 
 def conversations(folders: list[Path], hook: Hook | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """(16 kHz samples as int16, frame classes) of every recording with a same-stem RTTM in `folders`."""
     pairs = [(audio, audio.with_suffix(".rttm")) for audio in recordings(folders)]
-    if not pairs:
-        raise ValueError(f"no recordings with same-stem RTTMs in {', '.join(map(str, folders))}")
     out = []
     for i, (audio, rttm) in enumerate(pairs):
         wave = load_audio(audio)

@@ -170,6 +170,9 @@ def test_train_overlap_names_a_missing_or_wrong_folder(diarize, fails_cleanly, t
     conversation(tmp_path / "train", "c0", rng)
     (tmp_path / "afile").write_text("")
     for val in (tmp_path / "nowhere", tmp_path / "afile"):
-        error = fails_cleanly(diarize("train-overlap", tmp_path / "train", "--val", val, "--out", tmp_path / "run"),
-                              str(val))
+        result = diarize("train-overlap", tmp_path / "train", "--val", val, "--out", tmp_path / "run")
+        error = fails_cleanly(result, str(val))
         assert ("no such folder" if val.name == "nowhere" else "not a folder") in error
+        assert result.stderr == error + "\n"  # that line alone, with no blank line after it
+    (tmp_path / "empty").mkdir()
+    fails_cleanly(diarize("train-overlap", tmp_path / "train", "--val", tmp_path / "empty"), "no recordings")
