@@ -39,9 +39,26 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+class LazyProgress(Progress):
+    """A Progress drawn from its first task on: a command that fails before it has one leaves its error line
+    alone, with no empty bar (a blank line) under it."""
+
+    def __enter__(self) -> LazyProgress:
+        return self
+
+    def add_task(self, *args, **kwargs):
+        if not self.live.is_started:
+            self.start()
+        return super().add_task(*args, **kwargs)
+
+    def stop(self) -> None:
+        if self.live.is_started:
+            super().stop()
+
+
 def progress_bar(quiet: bool = False) -> Progress:
     # the bar draws on stderr; what goes to stdout stays there unless both are the terminal (--out - | head)
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+    return LazyProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console,
                     disable=quiet, transient=False, redirect_stdout=sys.stdout.isatty())
 
@@ -409,7 +426,7 @@ def train_overlap(
     import torch
 
     from .model import ModelError, load_checkpoint
-    from .overlap import OverlapTrainConfig, recordings, train_detector
+    from .overlap import OverlapTrainConfig, train_detector
     from .train import TrainingInterrupted
 
     if threads:
@@ -427,10 +444,6 @@ def train_overlap(
         if not given(ctx, "steps"):
             steps = run.get("steps", steps)
     check_folders(out=out)
-    try:  # said before the progress bar starts (it would leave a blank line under the error)
-        recordings(data), recordings(val)
-    except ValueError as e:
-        fail(str(e))
     if not resume:
         refuse_held_run(out, force)  # with --force, the run there is replaced once the recordings are read
     with progress_bar() as bar, terminated_as_interrupted() as signum:
