@@ -473,7 +473,7 @@ def diarize(path: str | Path, model: SpeakerEncoder | str | Path | None = None, 
     encoder = model if isinstance(model, SpeakerEncoder) else load_model(model, device)
     detector = None
     if config.overlap:
-        detector = overlap_model if isinstance(overlap_model, OverlapDetector) else _detector(overlap_model)
+        detector = overlap_model if isinstance(overlap_model, OverlapDetector) else cached_detector(overlap_model)
     timer = StageTimer()
     windows = embed_windows(path, encoder, config, hook, timer, detector)
     return diarize_windows(windows, path.stem, num_speakers=num_speakers, min_speakers=min_speakers,
@@ -482,7 +482,7 @@ def diarize(path: str | Path, model: SpeakerEncoder | str | Path | None = None, 
 
 
 @functools.lru_cache(maxsize=4)
-def _detector(path: str | Path | None) -> OverlapDetector:
+def cached_detector(path: str | Path | None) -> OverlapDetector:
     """Overlap detectors loaded once per process (a batch of files shares one)."""
     return load_detector(path)
 

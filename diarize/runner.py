@@ -9,8 +9,7 @@ from .audio import AudioError
 from .cluster import NO_CALIBRATION
 from .data import ignore_interrupts
 from .model import ModelError, load_model
-from .overlap import load_detector
-from .pipeline import Diarization, PipelineConfig, as_config, diarize
+from .pipeline import Diarization, PipelineConfig, as_config, cached_detector, diarize
 
 _worker_model = None
 
@@ -51,7 +50,7 @@ def diarize_files(files: list[Path], model: str | None, device: str, options: di
         raise ModelError(f"{_worker_model.source}: {NO_CALIBRATION}")
     if as_config(options.get("config", PipelineConfig())).overlap:
         try:
-            load_detector()
+            cached_detector(None)  # the one the files diarized in this process use
         except ModelError as e:
             raise ModelError(f"{e} (overlap detection; --no-overlap goes without)") from None
     return _results(files, model, device, options, workers)

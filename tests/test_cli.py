@@ -579,8 +579,10 @@ def test_a_model_without_calibration_is_refused_once_before_any_audio_is_read_un
 def test_a_missing_overlap_detector_is_said_once_and_only_overlap_detection_needs_it(
         diarize, fails_cleanly, succeeds, make_audio, tmp_path, monkeypatch):
     import diarize.overlap as overlap
+    from diarize.pipeline import cached_detector
 
     monkeypatch.setattr(overlap, "BUNDLED_DETECTOR", tmp_path / "gone.pt")
+    cached_detector.cache_clear()  # loaded once a process: this one may hold it from an earlier test
     inputs = [make_audio("a.wav"), make_audio("b.wav")]
     error = fails_cleanly(diarize("cluster", *inputs, "--out-dir", tmp_path), "gone.pt", "--no-overlap")
     assert error.count("error:") == 1 and not list(tmp_path.glob("*.rttm"))
