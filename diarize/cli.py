@@ -103,7 +103,7 @@ def _model_named(value: Optional[str]) -> Optional[str]:
     return value
 
 
-DeviceOpt = Annotated[str, typer.Option("--device", callback=_device_named,
+DeviceOpt = Annotated[str, typer.Option("--device", metavar="DEVICE", callback=_device_named,
                                         help="auto (CUDA when present), cpu, cuda or cuda:N.")]
 
 
@@ -113,16 +113,19 @@ RUN_OPTIONS = ARCHITECTURE_OPTIONS + ("speakers_per_batch", "windows_per_speaker
                                       "augment_clean", "augment_edges", "speed_perturb", "distill", "val_every",
                                       "seed", "val_speakers")
 AlsoOpt = Annotated[Optional[list[Path]], typer.Option(
-    "--also", help="A further held-out set (folder or manifest), measured on its own (repeatable).")]
+    "--also", metavar="DATA", help="A further held-out set (folder or manifest), measured on its own (repeatable).")]
 RoomsOpt = Annotated[bool, typer.Option(help="Also measure the held-out speakers in simulated rooms under "
                                              "noise (a fixed rendering).")]
 ClipsOpt = Annotated[Optional[Path], typer.Option(
+    metavar="DIR",
     help="Recordings with same-stem RTTMs: also measure same/different EER of 1.2 s pieces inside each.")]
-NoiseDirOpt = Annotated[Optional[list[Path]], typer.Option(help="Noise recordings that speech is put under: "
+NoiseDirOpt = Annotated[Optional[list[Path]], typer.Option(metavar="DIR",
+                                                           help="Noise recordings that speech is put under: "
                                                                 "training's --augment, the rooms set of "
                                                                 "validation (repeatable).")]
-SeedOpt = Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed of every random choice: one seed, one "
-                                                                "result.")]
+SeedOpt = Annotated[int, typer.Option(metavar="N", min=0, max=2**32 - 1,
+                                      help="Seed of every random choice: one seed, one "
+                                           "result.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")]
 
 
@@ -229,20 +232,26 @@ def train(
     data: Annotated[Path, typer.Argument(
         metavar="DATA", help="Folder with one subfolder per speaker (files at any depth), or a TSV/CSV manifest "
                              "with path and speaker columns.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for last.pt, best.pt, log.jsonl and the "
-                                                         "feature cache.")] = Path("runs/encoder"),
-    val: Annotated[Optional[Path], typer.Option(help="Validation speakers: a folder or manifest.")] = None,
-    val_speakers: Annotated[int, typer.Option(min=0, help="Hold out this many speakers of DATA for validation "
-                                                    "when --val is not given (0: none).")] = 0,
-    steps: Annotated[int, typer.Option(min=1, help="Optimiser steps in all.")] = 3000,
-    speakers_per_batch: Annotated[int, typer.Option(min=2, help="S: speakers in a batch.")] = 32,
-    windows_per_speaker: Annotated[int, typer.Option(min=2, help="M: windows per speaker in a batch.")] = 4,
-    lr: Annotated[float, typer.Option(min=1e-7, help="Adam learning rate (cosine-decayed).")] = 1e-3,
-    margin: Annotated[float, typer.Option(min=0.0, help="KL hinge margin for different speakers.")] = 2.0,
-    lstm_hidden: Annotated[int, typer.Option(min=1, help="Units per direction in each BLSTM.")] = 128,
-    dense: Annotated[int, typer.Option(min=1, help="Width of the hidden dense layer.")] = 256,
-    outputs: Annotated[int, typer.Option(min=2, help="K: softmax outputs compared by the KL.")] = 256,
-    dropout: Annotated[float, typer.Option(min=0.0, max=0.9, help="Dropout between and after the BLSTM layers.")] = 0.2,
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR",
+                                      help="Folder for last.pt, best.pt, log.jsonl and the "
+                                           "feature cache.")] = Path("runs/encoder"),
+    val: Annotated[Optional[Path], typer.Option(metavar="DATA",
+                                                help="Validation speakers: a folder or manifest.")] = None,
+    val_speakers: Annotated[int, typer.Option(metavar="N", min=0,
+                                              help="Hold out this many speakers of DATA for validation "
+                                                   "when --val is not given (0: none).")] = 0,
+    steps: Annotated[int, typer.Option(metavar="N", min=1, help="Optimiser steps in all.")] = 3000,
+    speakers_per_batch: Annotated[int, typer.Option(metavar="S", min=2, help="S: speakers in a batch.")] = 32,
+    windows_per_speaker: Annotated[int, typer.Option(metavar="M", min=2,
+                                                     help="M: windows per speaker in a batch.")] = 4,
+    lr: Annotated[float, typer.Option(metavar="LR", min=1e-7, help="Adam learning rate (cosine-decayed).")] = 1e-3,
+    margin: Annotated[float, typer.Option(metavar="NATS", min=0.0,
+                                          help="KL hinge margin for different speakers.")] = 2.0,
+    lstm_hidden: Annotated[int, typer.Option(metavar="N", min=1, help="Units per direction in each BLSTM.")] = 128,
+    dense: Annotated[int, typer.Option(metavar="N", min=1, help="Width of the hidden dense layer.")] = 256,
+    outputs: Annotated[int, typer.Option(metavar="K", min=2, help="K: softmax outputs compared by the KL.")] = 256,
+    dropout: Annotated[float, typer.Option(metavar="P", min=0.0, max=0.9,
+                                           help="Dropout between and after the BLSTM layers.")] = 0.2,
     embedding_layer: Annotated[EmbeddingLayer, typer.Option(help="The inner layer used as the embedding: the "
                                                                   "second BLSTM's time average, or the dense "
                                                                   "layer.")] = EmbeddingLayer.blstm2,
@@ -250,31 +259,39 @@ def train(
                                           help="Put the speech in simulated and --rir-dir rooms, noise "
                                                "(--noise-dir, coloured, babble), band limits, equalisers "
                                                "and gains; a batch's speakers share rooms.")] = False,
-    augment_clean: Annotated[float, typer.Option(min=0.0, max=1.0, help="With --augment: the share of a batch's "
-                                                 "conditions left clean.")] = 0.75,
-    augment_edges: Annotated[float, typer.Option(min=0.0, max=1.0, help="With --augment: the share of windows "
-                                                 "cut at an utterance's start or end (10-50% silence).")] = 0.5,
+    augment_clean: Annotated[float, typer.Option(metavar="SHARE", min=0.0, max=1.0,
+                                                 help="With --augment: the share of a batch's "
+                                                      "conditions left clean.")] = 0.75,
+    augment_edges: Annotated[float, typer.Option(metavar="SHARE", min=0.0, max=1.0,
+                                                 help="With --augment: the share of windows "
+                                                      "cut at an utterance's start or end (10-50% silence).")] = 0.5,
     speed_perturb: Annotated[bool, typer.Option("--speed-perturb/--no-speed-perturb",
                                                 help="Every speaker also at 0.9x and 1.1x speed, as two "
                                                      "more speakers.")] = False,
-    rir_dir: Annotated[Optional[list[Path]], typer.Option(help="Impulse responses for --augment (repeatable).")] = None,
-    distill: Annotated[float, typer.Option(min=0.0, help="Weight of a term matching the batch's similarities "
-                                                         "to Resemblyzer's (pip install -e '.[distill]'; needs "
-                                                         "--augment or --speed-perturb; 0: none).")] = 0.0,
+    rir_dir: Annotated[Optional[list[Path]], typer.Option(metavar="DIR",
+                                                          help="Impulse responses for --augment (repeatable).")] = None,
+    distill: Annotated[float, typer.Option(metavar="WEIGHT", min=0.0,
+                                           help="Weight of a term matching the batch's similarities "
+                                                "to Resemblyzer's (pip install -e '.[distill]'; needs "
+                                                "--augment or --speed-perturb; 0: none).")] = 0.0,
     noise_dir: NoiseDirOpt = None,
     also: AlsoOpt = None,
     val_rooms: RoomsOpt = False,
     val_clips: ClipsOpt = None,
-    val_every: Annotated[int, typer.Option(min=1, help="Steps between validation rounds.")] = 200,
+    val_every: Annotated[int, typer.Option(metavar="N", min=1, help="Steps between validation rounds.")] = 200,
     device: DeviceOpt = "auto",
     resume: Annotated[Optional[Path], typer.Option(
+        metavar="CHECKPOINT",
         help="Continue from a last.pt checkpoint, to the run's own --steps unless given.")] = None,
-    init: Annotated[Optional[Path], typer.Option(help="Fine-tune: start from this model's weights.")] = None,
+    init: Annotated[Optional[Path], typer.Option(metavar="MODEL",
+                                                 help="Fine-tune: start from this model's weights.")] = None,
     seed: SeedOpt = 0,
-    workers: Annotated[int, typer.Option(min=1, help="Processes computing features, then drawing (and "
-                                                     "augmenting) batches ahead of the training step.")] = 1,
-    threads: Annotated[int, typer.Option(min=0, help="Torch CPU threads (0: torch's default).")] = 0,
-    cache: Annotated[Optional[Path], typer.Option(help="Feature cache folder (default: OUT/features).")] = None,
+    workers: Annotated[int, typer.Option(metavar="N", min=1,
+                                         help="Processes computing features, then drawing (and augmenting) "
+                                              "batches ahead of the training step.")] = 1,
+    threads: Annotated[int, typer.Option(metavar="N", min=0, help="Torch CPU threads (0: torch's default).")] = 0,
+    cache: Annotated[Optional[Path], typer.Option(metavar="DIR",
+                                                  help="Feature cache folder (default: OUT/features).")] = None,
     force: StartOverOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, validation lines or summary "
                                                              "(warnings and errors still).")] = False,
@@ -402,17 +419,19 @@ def train_overlap(
     data: Annotated[list[Path], typer.Argument(
         metavar="DATA", help="Folders of recordings with same-stem reference RTTMs (e.g. simulated "
                              "conversations with overlap).")],
-    val: Annotated[list[Path], typer.Option(help="Validation recordings with RTTMs: a folder (repeatable).")],
+    val: Annotated[list[Path], typer.Option(metavar="DIR",
+                                            help="Validation recordings with RTTMs: a folder (repeatable).")],
     out: Annotated[Path, typer.Option(
-        "--out", "-o", help="Folder for best.pt, last.pt and log.jsonl.")] = Path("runs/overlap"),
-    steps: Annotated[int, typer.Option(min=1, help="Optimiser steps in all.")] = 3000,
-    batch: Annotated[int, typer.Option(min=1, help="8 s chunks a step.")] = 32,
-    lr: Annotated[float, typer.Option(min=1e-7, help="Adam learning rate (cosine-decayed).")] = 2e-3,
-    val_every: Annotated[int, typer.Option(min=1, help="Steps between validation rounds.")] = 250,
+        "--out", "-o", metavar="DIR", help="Folder for best.pt, last.pt and log.jsonl.")] = Path("runs/overlap"),
+    steps: Annotated[int, typer.Option(metavar="N", min=1, help="Optimiser steps in all.")] = 3000,
+    batch: Annotated[int, typer.Option(metavar="N", min=1, help="8 s chunks a step.")] = 32,
+    lr: Annotated[float, typer.Option(metavar="LR", min=1e-7, help="Adam learning rate (cosine-decayed).")] = 2e-3,
+    val_every: Annotated[int, typer.Option(metavar="N", min=1, help="Steps between validation rounds.")] = 250,
     seed: SeedOpt = 0,
     resume: Annotated[Optional[Path], typer.Option(
+        metavar="CHECKPOINT",
         help="Continue from a last.pt checkpoint, to the run's own --steps unless given.")] = None,
-    threads: Annotated[int, typer.Option(min=0, help="Torch CPU threads (0: torch's default).")] = 0,
+    threads: Annotated[int, typer.Option(metavar="N", min=0, help="Torch CPU threads (0: torch's default).")] = 0,
     force: StartOverOpt = False,
 ) -> None:
     """Train the overlapped-speech detector: non-speech, one speaker or overlap for every 20 ms. best.pt is the
@@ -496,22 +515,23 @@ class Level(str, enum.Enum):
     file = "file"
 
 
-NumSpeakersOpt = Annotated[Optional[int], typer.Option(min=1, help="Exactly this many speakers.")]
-MinSpeakersOpt = Annotated[int, typer.Option(min=1, help="At least this many speakers.")]
-MaxSpeakersOpt = Annotated[Optional[int], typer.Option(min=1, help="At most this many speakers.")]
+NumSpeakersOpt = Annotated[Optional[int], typer.Option(metavar="N", min=1, help="Exactly this many speakers.")]
+MinSpeakersOpt = Annotated[int, typer.Option(metavar="N", min=1, help="At least this many speakers.")]
+MaxSpeakersOpt = Annotated[Optional[int], typer.Option(metavar="N", min=1, help="At most this many speakers.")]
 VadOpt = Annotated[VAD, typer.Option(help="Speech detector: silero (silero-vad) or energy (faster, for clean audio).")]
 ClusterOpt = Annotated[Method, typer.Option("--cluster", help="Clustering when the count is estimated, with the "
                                                               "model's calibration.")]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", callback=_model_named,
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", metavar="MODEL", callback=_model_named,
                                                   help="Model name in models/ or a .pt path (default: the "
                                                        "bundled model).")]
 OverlapOpt = Annotated[bool, typer.Option("--overlap/--no-overlap",
                                           help="Give overlapped speech a second speaker, found by the bundled "
                                                "detector (--no-overlap: one speaker at a time, a little "
                                                "faster).")]
-BatchOpt = Annotated[int, typer.Option(min=1, help="Windows per forward pass.")]
-HopOpt = Annotated[float, typer.Option(min=0.01, max=0.4, help="Seconds between window starts (at most the "
-                                                                "0.4 s window).")]
+BatchOpt = Annotated[int, typer.Option(metavar="N", min=1, help="Windows per forward pass.")]
+HopOpt = Annotated[float, typer.Option(metavar="SECONDS", min=0.01, max=0.4,
+                                       help="Seconds between window starts (at most the "
+                                            "0.4 s window).")]
 
 
 def audio_inputs(paths: list[Path]) -> list[Path]:
@@ -660,11 +680,13 @@ StartOverOpt = Annotated[bool, typer.Option("--force", "-f", help="Start over in
 @app.command()
 def cluster(
     audio: Annotated[list[Path], typer.Argument(metavar="AUDIO", help="Audio files or folders of them.")],
-    out: Annotated[str, typer.Option("--out", "-o", help="rttm, json, csv, srt or all (each written as "
-                                     "STEM.FORMAT in --out-dir), a path whose suffix names the format, or - "
-                                     "for RTTM on stdout.")] = "rttm",
-    out_dir: Annotated[Optional[Path], typer.Option(help="Folder for outputs named after each input (created "
-                                                           "when missing; default: the current folder).")] = None,
+    out: Annotated[str, typer.Option("--out", "-o", metavar="FORMAT",
+                                     help="rttm, json, csv, srt or all (each written as "
+                                          "STEM.FORMAT in --out-dir), a path whose suffix names the format, or - "
+                                          "for RTTM on stdout.")] = "rttm",
+    out_dir: Annotated[Optional[Path], typer.Option(metavar="DIR",
+                                                    help="Folder for outputs named after each input (created "
+                                                         "when missing; default: the current folder).")] = None,
     num_speakers: NumSpeakersOpt = None,
     min_speakers: MinSpeakersOpt = 1,
     max_speakers: MaxSpeakersOpt = None,
@@ -676,14 +698,15 @@ def cluster(
     overlap: OverlapOpt = True,
     seed: SeedOpt = 0,
     batch_size: BatchOpt = 256,
-    workers: Annotated[int, typer.Option(min=1, help="Files diarized in parallel processes.")] = 1,
+    workers: Annotated[int, typer.Option(metavar="N", min=1, help="Files diarized in parallel processes.")] = 1,
     force: ForceOpt = False,
     skip_existing: Annotated[bool, typer.Option(
         "--skip-existing", help="Leave out the inputs whose outputs all exist (to carry on with an interrupted "
                                 "batch; with --force, the inputs written in part are redone).")] = False,
-    plot: Annotated[Optional[Path], typer.Option(help="Draw a timeline PNG (one per input: -STEM is "
-                                                      "appended when there are several).")] = None,
-    ref: Annotated[Optional[Path], typer.Option(help="Reference RTTM (file or folder): drawn in the plot and "
+    plot: Annotated[Optional[Path], typer.Option(metavar="PNG", help="Draw a timeline PNG (one per input: -STEM is "
+                                                                     "appended when there are several).")] = None,
+    ref: Annotated[Optional[Path], typer.Option(metavar="RTTM",
+                                                help="Reference RTTM (file or folder): drawn in the plot and "
                                                      "scored (DER at collar 0).")] = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -868,7 +891,7 @@ def _summary(rows, references: dict) -> None:
 @app.command()
 def embed(
     audio: Annotated[list[Path], typer.Argument(metavar="AUDIO", help="Audio files or folders of them.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output .npz or .json.")],
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="FILE", help="Output .npz or .json.")],
     level: Annotated[Level, typer.Option(help="window: every 0.4 s window; segment: clustered segments; "
                                               "speaker: one centroid per speaker found; file: one mean "
                                               "embedding per input.")] = Level.window,
@@ -956,11 +979,13 @@ def embed(
 def evaluate(
     ref: Annotated[Path, typer.Argument(metavar="REF", help="Reference RTTM file or folder.")],
     hyp: Annotated[Path, typer.Argument(metavar="HYP", help="Hypothesis RTTM file or folder.")],
-    collar: Annotated[float, typer.Option(min=0.0, help="Seconds forgiven on EACH side of every reference "
-                                                        "boundary (pyannote's collar is twice this).")] = 0.0,
+    collar: Annotated[float, typer.Option(metavar="SECONDS", min=0.0,
+                                          help="Seconds forgiven on EACH side of every reference "
+                                               "boundary (pyannote's collar is twice this).")] = 0.0,
     skip_overlap: Annotated[bool, typer.Option(help="Do not score overlapped speech.")] = False,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the rows as JSON (- for "
-                                                                     "stdout, instead of the table).")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", metavar="FILE",
+                                                     help="Also write the rows as JSON (- for "
+                                                          "stdout, instead of the table).")] = None,
     force: ForceOpt = False,
 ) -> None:
     """Score diarization: DER (missed, false alarm, confusion) and JER per file and in total.
@@ -1071,12 +1096,15 @@ def validate(
         metavar="DATA", help="Held-out speakers: a folder with one subfolder per speaker, or a TSV/CSV manifest.")],
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
-    per_speaker: Annotated[int, typer.Option(min=2, help="Utterances per speaker for the EER.")] = 20,
-    cache: Annotated[Path, typer.Option(help="Feature cache folder.")] = Path.home() / ".cache" / "diarize",
-    workers: Annotated[int, typer.Option(min=1, help="Processes computing features.")] = 1,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON (- for stdout: the "
-                                                                     "text then goes to stderr).")] = None,
+    per_speaker: Annotated[int, typer.Option(metavar="N", min=2, help="Utterances per speaker for the EER.")] = 20,
+    cache: Annotated[Path, typer.Option(metavar="DIR",
+                                        help="Feature cache folder.")] = Path.home() / ".cache" / "diarize",
+    workers: Annotated[int, typer.Option(metavar="N", min=1, help="Processes computing features.")] = 1,
+    json_out: Annotated[Optional[Path], typer.Option("--json", metavar="FILE",
+                                                     help="Also write the figures as JSON (- for stdout: the "
+                                                          "text then goes to stderr).")] = None,
     calibrate: Annotated[Optional[Path], typer.Option(
+        metavar="MODEL",
         help="Write the model with the speaker-count calibration read on these speakers to this .pt file "
              "(may be the model's own file; replaced only with --force).")] = None,
     also: AlsoOpt = None,
@@ -1154,17 +1182,19 @@ def benchmark(
     ctx: typer.Context,
     audio: Annotated[Optional[Path], typer.Argument(
         metavar="AUDIO", help="Recording to time (default: one of --minutes built from the example).")] = None,
-    minutes: Annotated[float, typer.Option(min=0.1, max=600, help="Length of the built recording (it is "
-                                                                 "written to a temporary file: 115 MB an hour).")] = 30.0,
+    minutes: Annotated[float, typer.Option(metavar="MINUTES", min=0.1, max=600,
+                                           help="Length of the built recording (it is "
+                                                "written to a temporary file: 115 MB an hour).")] = 30.0,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     window_hop: HopOpt = 0.2,
     vad: VadOpt = VAD.silero,
     overlap: OverlapOpt = True,
     batch_size: BatchOpt = 256,
-    threads: Annotated[int, typer.Option(min=0, help="Torch CPU threads (0: torch's default).")] = 0,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON (- for stdout: the "
-                                                                     "text then goes to stderr).")] = None,
+    threads: Annotated[int, typer.Option(metavar="N", min=0, help="Torch CPU threads (0: torch's default).")] = 0,
+    json_out: Annotated[Optional[Path], typer.Option("--json", metavar="FILE",
+                                                     help="Also write the figures as JSON (- for stdout: the "
+                                                          "text then goes to stderr).")] = None,
     force: ForceOpt = False,
 ) -> None:
     """Time each stage of diarization; report speed and peak memory.
