@@ -162,7 +162,9 @@ def frame_energy_db(wave: np.ndarray, center: bool = True) -> np.ndarray:
     if len(wave) < N_FFT:
         wave = np.pad(wave, (0, N_FFT - len(wave)))
     frames = np.lib.stride_tricks.sliding_window_view(wave, N_FFT)[::HOP_LENGTH]
-    return 10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) / 0.5 + 1e-12)
+    # each frame's mean taken out: a DC offset (a cheap sound card's, say) is no sound, and left in it
+    # would lift the noise floor above quiet speech
+    return 10 * np.log10(np.var(frames.astype(np.float64), axis=1) / 0.5 + 1e-12)
 
 
 def stream_log_mel(chunks: Iterable[np.ndarray]) -> Iterator[tuple[torch.Tensor, np.ndarray]]:

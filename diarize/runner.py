@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Iterator
 
@@ -66,5 +68,32 @@ def _results(files: list[Path], model: str | None, device: str, options: dict,
 
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(min(workers, len(files)), _init_worker, (model, device, threads)) as pool:
-        yield from pool.imap(_run_star, [(p, options) for p in files])
+    pending, width = list(files), min(workers, len(files))
+    while pending:
+        # a process pool that says when a worker dies (killed, out of memory), where a multiprocessing.Pool
+        # would wait for its file for ever
+        pool = ProcessPoolExecutor(width, ctx, _init_worker, (model, device, threads))
+        try:
+            futures = [pool.submit(_run, path, options) for path in pending]
+            for i, (path, future) in enumerate(zip(pending, futures)):
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    if width == 1:  # one file at a time: it was this one's
+                        yield path, f"{path}: the process diarizing it died (killed, or out of memory?)"
+                        pending, width = pending[i + 1:], min(workers, len(pending) - i - 1)
+                    else:  # whose it was is unknown: the files not yet done go again, one at a time
+                        pending, width = pending[i:], 1
+                    break
+                yield result
+            else:
+                pending = []
+        finally:
+            _stop(pool)
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Shut the pool down without waiting for the files in flight (Ctrl-C, SIGTERM, a broken pool)."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()  # the workers ignore SIGINT; this ends them at once
+    pool.shutdown(wait=True, cancel_futures=True)

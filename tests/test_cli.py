@@ -475,6 +475,68 @@ def test_end_to_end_a_bad_model_with_workers_fails_at_once_instead_of_hanging(ma
     assert proc.stderr.startswith(f"error: {bad}: ") and len(proc.stderr.splitlines()) == 1
 
 
+def test_a_worker_killed_in_the_middle_of_a_batch_costs_no_file_and_no_hang(tiny_model, make_audio, monkeypatch):
+    """A worker killed once (by hand, or by the kernel for another process's memory): the files not yet
+    done are diarized again, and every result comes back, in input order."""
+    import multiprocessing
+    import signal
+
+    from diarize import runner
+    from diarize.pipeline import Diarization
+
+    pools, real = [], runner.ProcessPoolExecutor
+    monkeypatch.setattr(runner, "ProcessPoolExecutor", lambda *args: pools.append(args[0]) or real(*args))
+    files = [make_audio(f"f{i}.wav") for i in range(6)]
+    config = {"config": {"overlap": False}}
+    results = []
+    for path, result in runner.diarize_files(files, str(tiny_model), "cpu", config, workers=2):
+        if not results:
+            os.kill(multiprocessing.active_children()[0].pid, signal.SIGKILL)
+        results.append((path, result))
+    assert [p for p, _ in results] == files
+    assert all(isinstance(r, Diarization) for _, r in results), [r for _, r in results if isinstance(r, str)]
+    assert pools[0] == 2 and len(pools) > 1  # the files left went again in a new pool
+
+
+def test_a_file_whose_worker_dies_every_time_is_reported_and_the_others_are_diarized(monkeypatch):
+    """Once a worker has died, the files not yet done go again one at a time: the one whose worker dies
+    then is named, and the rest are diarized (by a pool standing in for the process pool: a file named
+    bad.wav kills its worker, and in a pool of several b.wav, in flight with it, is lost too)."""
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    from diarize import runner
+
+    widths = []
+
+    class Pool:
+        def __init__(self, width, *args):
+            widths.append(width)
+            self.width, self.broken = width, False
+
+        def submit(self, fn, path, options):
+            if path.name == "bad.wav" or (self.width > 1 and path.name == "b.wav"):  # b.wav: in flight with it
+                self.broken = True
+            future = Future()
+            if self.broken:
+                future.set_exception(BrokenProcessPool("a process died"))
+            else:
+                future.set_result((path, "diarized"))
+            return future
+
+        def shutdown(self, wait, cancel_futures):
+            pass
+
+    monkeypatch.setattr(runner, "ProcessPoolExecutor", Pool)
+    files = [Path(name) for name in ("a.wav", "b.wav", "bad.wav", "c.wav", "d.wav")]
+    results = list(runner._results(files, None, "cpu", {}, workers=2))
+    assert [p for p, _ in results] == files
+    assert [r for _, r in results] == ["diarized", "diarized",
+                                       "bad.wav: the process diarizing it died (killed, or out of memory?)",
+                                       "diarized", "diarized"]
+    assert widths == [2, 1, 2]  # after a death, one at a time until the file is found; then all at once
+
+
 def test_the_reference_is_never_overwritten_by_the_turns_found(diarize, fails_cleanly, make_audio, tmp_path):
     audio = make_audio("meeting.wav")
     ref = tmp_path / "meeting.rttm"

@@ -78,6 +78,9 @@ def test_noise_floor_check_marks_pauses_in_quiet_and_loud_recordings():
         assert heard.sum() / 100 == pytest.approx(1.75 + 4 * 0.025, abs=0.03)
         assert not heard[155:170].any()  # the pause
         assert seconds.min() == pytest.approx(0.5, abs=0.04) and seconds.max() == pytest.approx(2.5, abs=0.04)
+        # a DC offset (a cheap sound card's) is no sound: the pauses are where they were, not under a floor
+        # lifted to -37 dB
+        assert np.array_equal(above_floor(frame_energy_db(gain * wave + 0.01)), heard)
     # in a noisy recording soft speech sits at the floor: the check lets every frame through
     noisy = 0.03 * rng.standard_normal(16000 * 3)
     noisy[8000:24000] += 0.1 * rng.standard_normal(16000)
