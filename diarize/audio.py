@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import itertools
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -105,12 +106,22 @@ def log_mel(wave: np.ndarray | torch.Tensor, device: str = "cpu", center: bool =
     return out.reshape(*lead, out.shape[-2], out.shape[-1])
 
 
-def stream_audio(path: str | Path, chunk_seconds: float = 60.0,
-                 nonfinite: list[int] | None = None) -> Iterator[np.ndarray]:
+@dataclass
+class Decoding:
+    """What decoding a file met, for its warnings: NaN or infinite samples, and damaged data that ended it."""
+    nonfinite: int = 0
+    stopped: str = ""  # why and where decoding stopped before the end ("" when it did not)
+
+
+def stream_audio(path: str | Path, chunk_seconds: float = 60.0, decoding: Decoding | None = None
+                 ) -> Iterator[np.ndarray]:
     """Decode a file chunk by chunk as 16 kHz mono float32, so hours of audio never sit in memory whole.
-    NaN and infinite samples become silence; with `nonfinite`, their count is added to nonfinite[0]."""
+    NaN and infinite samples become silence (counted in `decoding`). Data damaged part-way (a FLAC or MP3
+    cut short while copied) ends the stream where it stops decoding, said in `decoding.stopped`; damage
+    before any audio is an AudioError."""
     path = Path(path)
     load_audio_header(path)
+    decoding = decoding if decoding is not None else Decoding()
     with sf.SoundFile(str(path)) as f:
         floats = f.subtype in ("FLOAT", "DOUBLE")  # only float samples can be NaN or infinite
         resampler = None
@@ -120,13 +131,20 @@ def stream_audio(path: str | Path, chunk_seconds: float = 60.0,
             resampler = soxr.ResampleStream(f.samplerate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
         block = max(1, int(chunk_seconds * f.samplerate))
         while True:
+            start = f.tell()
             try:
                 data = f.read(block, dtype="float32", always_2d=True)
+                last = len(data) < block
             except Exception as e:
-                raise AudioError(f"{path}: corrupt audio data ({str(e).splitlines()[-1][:100]})") from None
-            last = len(data) < block
-            if floats and nonfinite is not None:
-                nonfinite[0] += int((~np.isfinite(data)).sum())
+                reason = str(e).splitlines()[-1][:100] if str(e) else type(e).__name__
+                data = _decodable(f, start, block)
+                if start + len(data) == 0:
+                    raise AudioError(f"{path}: corrupt audio data ({reason})") from None
+                decoding.stopped = (f"{path}: damaged or cut short after {(start + len(data)) / f.samplerate:.1f} s "
+                                    f"({reason}); using the audio before it")
+                last = True
+            if floats:
+                decoding.nonfinite += int((~np.isfinite(data)).sum())
             mono = _mono(data)
             if resampler is not None:
                 mono = resampler.resample_chunk(mono, last=last)
@@ -136,6 +154,21 @@ def stream_audio(path: str | Path, chunk_seconds: float = 60.0,
                 return
 
 
+def _decodable(f: sf.SoundFile, start: int, block: int) -> np.ndarray:
+    """The samples of a block from `start` that decode, read again in tenths of a second up to the damage."""
+    f.seek(start)
+    step, parts = max(1, f.samplerate // 10), []
+    for _ in range(-(-block // step)):
+        try:
+            part = f.read(step, dtype="float32", always_2d=True)
+        except Exception:
+            break
+        parts.append(part)
+        if len(part) < step:
+            break
+    return np.concatenate(parts) if parts else np.zeros((0, f.channels), np.float32)
+
+
 def load_audio_header(path: Path) -> sf._SoundFileInfo:
     """Check a file is readable audio holding at least one sample before decoding it; raises AudioError
     with the reason."""
@@ -143,6 +176,8 @@ def load_audio_header(path: Path) -> sf._SoundFileInfo:
         raise AudioError(f"{path}: no such file")
     if path.is_dir():
         raise AudioError(f"{path}: is a folder, not an audio file")
+    if not path.is_file():  # the header is read first, then the samples: a pipe would be gone by then
+        raise AudioError(f"{path}: not a regular file (a pipe or a device); save the audio to a file first")
     try:
         info = sf.info(str(path))
     except Exception as e:

@@ -202,8 +202,8 @@ def terminated_as_interrupted() -> Iterator[list[int]]:
 
 def not_begun(resume: Path | None, signum: int, note: str = "") -> NoReturn:
     """A training run stopped before its first step: say so, with the shell's code for that signal."""
-    console.print(f"interrupted before training began: "
-                  f"{f'continue with --resume {resume}' if resume else 'nothing to resume'}{note}")
+    where = f"continue with --resume {escape(str(resume))}" if resume else "nothing to resume"
+    console.print(f"interrupted before training began: {where}{escape(note)}")
     raise typer.Exit(128 + signum)
 
 
@@ -221,7 +221,8 @@ def stopped(last: Path | None, signum: int) -> NoReturn:
 
     for sig in (signal.SIGINT, signal.SIGTERM):  # the run is saved: another Ctrl-C ends the process at once
         signal.signal(sig, signal.SIG_DFL)
-    console.print(f"interrupted: {last} holds the last whole step; continue with --resume {last}" if last
+    console.print(f"interrupted: {escape(str(last))} holds the last whole step; continue with --resume "
+                  f"{escape(str(last))}" if last
                   else "interrupted before the first checkpoint: nothing to resume")
     raise typer.Exit(128 + signum)  # the shell's code for death by that signal: 130, 143
 
@@ -376,7 +377,7 @@ def train(
                 if info["skipped"]:
                     console.print(f"[yellow]warning:[/] skipped {len(info['skipped'])} unreadable files:")
                     for line in info["skipped"]:
-                        console.print(f"  {line}", highlight=False)
+                        console.print(f"  {escape(line)}", highlight=False)
                 if info["dropped"]:
                     console.print(f"[yellow]warning:[/] dropped {len(info['dropped'])} speakers with less "
                                   f"than one 0.4 s window of audio: {', '.join(info['dropped'])}")
@@ -410,7 +411,7 @@ def train(
         best = summary["best_eer"]
         figure = f"best val EER {100 * best:.2f}%" if best < float("inf") else "no validation"
         console.print(f"done: {summary['step']} steps in {summary['seconds']:.0f} s; {figure}; "
-                      f"model {out / 'best.pt'}")
+                      f"model {escape(str(out / 'best.pt'))}")
 
 
 @app.command("train-overlap")
@@ -495,7 +496,8 @@ def train_overlap(
             fail(str(e))
         except OSError as e:
             fail(f"{e.filename}: {e.strerror}")
-    console.print(f"done: best overlap F1 {best['f1']:.3f} at step {best['step']}; model {out / 'best.pt'}")
+    console.print(f"done: best overlap F1 {best['f1']:.3f} at step {best['step']}; "
+                  f"model {escape(str(out / 'best.pt'))}")
 
 
 class VAD(str, enum.Enum):
@@ -777,7 +779,7 @@ def cluster(
     with progress_bar(quiet) as bar:
         task = bar.add_task("diarize", total=len(files), info="")
         for path, result in results:
-            bar.update(task, advance=1, info=path.name)
+            bar.update(task, advance=1, info=escape(path.name))
             if isinstance(result, str):
                 failures += 1
                 error(result)
@@ -811,11 +813,14 @@ def load_rttms_warning(path: Path, named: str) -> dict:
 
 def _load_references(ref: Path) -> dict:
     try:
-        return load_rttms_warning(ref, f"--ref {ref}")
+        references = load_rttms_warning(ref, f"--ref {ref}")
     except OSError as e:
         fail(f"--ref {read_problem(e)}")
     except ValueError as e:
         fail(f"--ref {e}")
+    if not references:
+        warn(f"--ref {ref}: no SPEAKER lines: nothing is scored")
+    return references
 
 
 def _write_outputs(result, targets, plot: Optional[Path], references: dict) -> str | None:
@@ -878,7 +883,7 @@ def _summary(rows, references: dict) -> None:
         talk = {s: 0.0 for s in r.speakers}
         for t in r.turns:
             talk[t.speaker] += t.end - t.start
-        cells = [path.name, f"{r.duration:.1f} s", str(len(r.speakers)),
+        cells = [escape(path.name), f"{r.duration:.1f} s", str(len(r.speakers)),
                  ", ".join(f"{s}: {v:.1f}" for s, v in talk.items()) or "-", str(len(r.turns))]
         if references:
             ref_turns = references.get(rttm_id(r.file_id))
@@ -957,7 +962,7 @@ def embed(
     counts = dict(num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers, seed=seed)
 
     def done(path: Path, warnings: list[str]) -> None:
-        bar.update(task, advance=1, info=path.name)
+        bar.update(task, advance=1, info=escape(path.name))
         for w in warnings:
             warn(w)
 
@@ -972,7 +977,8 @@ def embed(
     except (OSError, ValueError) as e:
         fail(f"{out}: cannot write ({getattr(e, 'strerror', None) or e})")
     if not quiet:
-        console.print(f"wrote {len(result['embeddings'])} x {result['embeddings'].shape[1]} embeddings to {out}")
+        rows, dim = result["embeddings"].shape
+        console.print(f"wrote {rows} x {dim} embeddings to {escape(str(out))}")
 
 
 @app.command()
@@ -1028,7 +1034,7 @@ def evaluate(
             table.add_column(col, justify="right" if col != "file" else "left")
         for r in rows:
             rates = (f"{100 * r[k]:.2f}" for k in ("der", "missed", "false_alarm", "confusion", "jer"))
-            table.add_row(r["file"], *rates, f"{r['ref_speakers']}/{r['hyp_speakers']}")
+            table.add_row(escape(r["file"]), *rates, f"{r['ref_speakers']}/{r['hyp_speakers']}")
         Console().print(table)
     missing = {k: v for k, v in references.items() if k not in hypotheses}
     if missing:
@@ -1062,16 +1068,16 @@ def info(model: ModelOpt = None) -> None:
         ckpt = load_checkpoint(path)
         if ckpt.get("kind") == "overlap":
             detector = detector_from_checkpoint(ckpt, path)
-            out.print(f"[bold]overlap detector[/] {detector.source} "
+            out.print(f"[bold]overlap detector[/] {escape(str(detector.source))} "
                       f"({sum(p.numel() for p in detector.parameters()):,} parameters)")
             _print_fields(out, {**vars(detector.config), "threshold": detector.threshold, **detector.metrics})
             return
         encoder = model_from_checkpoint(ckpt, path)
     except (ModelError, ValueError) as e:
         fail(str(e))
-    out.print(f"[bold]model[/] {encoder.source} ({encoder.source.stat().st_size / 1e6:.1f} MB, "
+    out.print(f"[bold]model[/] {escape(str(encoder.source))} ({encoder.source.stat().st_size / 1e6:.1f} MB, "
               f"{sum(p.numel() for p in encoder.parameters()):,} parameters)")
-    out.print(f"[bold]available[/] {', '.join(available_models()) or '-'}", soft_wrap=True)
+    out.print(f"[bold]available[/] {escape(', '.join(available_models())) or '-'}", soft_wrap=True)
     out.print(f"[bold]overlap detector[/] {BUNDLED_DETECTOR} (cluster; off with --no-overlap)", soft_wrap=True)
     for k, v in vars(encoder.config).items():
         out.print(f"  {k}: {v}")
@@ -1087,7 +1093,7 @@ def info(model: ModelOpt = None) -> None:
 
 def _print_fields(out: Console, fields: dict) -> None:
     for k, v in fields.items():
-        out.print(f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}")
+        out.print(f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {escape(str(v))}")
 
 
 @app.command()
@@ -1172,7 +1178,7 @@ def validate(
             write_checkpoint(calibrate, {**load_checkpoint(encoder.source), "calibration": figures["calibration"]})
         except OSError as e:
             fail(f"{calibrate}: cannot write ({e.strerror})")
-        out.print(f"calibrated model written to {calibrate}")
+        out.print(f"calibrated model written to {escape(str(calibrate))}")
     if json_out:
         write_json(json_out, figures)
 
@@ -1199,8 +1205,9 @@ def benchmark(
 ) -> None:
     """Time each stage of diarization; report speed and peak memory.
 
-    Stages: decode, features, speech detection, embeddings, clustering, output; figures: seconds per
-    hour of audio, times faster than real time, peak resident memory.
+    Stages: decode, features, speech detection, overlap detection, embeddings, clustering, output; figures:
+    seconds per hour of audio, times faster than real time, peak resident memory. What a process pays once
+    (imports, loading the models) is timed apart, on a 3 s warm-up.
 
     \b
     Example:
@@ -1249,7 +1256,8 @@ def benchmark(
         out.print("silero-vad scores the audio on threads of its own while features and embeddings are "
                   "computed: its time is inside theirs, and speech detection counts only the wait for it",
                   style="dim")
-    out.print(f"{r['x_real_time']:.3g}x real time (RTF {r['rtf']:.4f}), peak RSS {r['peak_rss_mb']:.0f} MB")
+    out.print(f"{r['x_real_time']:.3g}x real time (RTF {r['rtf']:.4f}), peak RSS {r['peak_rss_mb']:.0f} MB; "
+              f"start-up (once a process) {r['startup_seconds']:.1f} s")
     if json_out:
         write_json(json_out, r)
 

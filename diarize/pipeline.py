@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from scipy.ndimage import binary_dilation, uniform_filter1d
 
-from .audio import AudioError, audio_duration, audio_warnings, load_audio_header, stream_audio, stream_log_mel
+from .audio import (AudioError, Decoding, audio_duration, audio_warnings, load_audio_header, stream_audio,
+                    stream_log_mel)
 from .calibration import Calibration, for_recording, normalise
 from .cluster import centroids, cluster_embeddings, refine, with_outputs
 from .hparams import FRAME_SECONDS, WINDOW_FRAMES, WINDOW_SECONDS
@@ -179,11 +180,11 @@ def embed_windows(path: str | Path, encoder: SpeakerEncoder, config: PipelineCon
     hop = config.hop_frames
     silero = SileroSpeech() if config.vad == "silero" else None
     backlog: deque = deque()  # silero-vad's jobs, in the order of the chunks
-    nonfinite = [0]  # NaN or infinite samples met while decoding
+    decoding = Decoding()  # NaN or infinite samples met while decoding, damage that ended it
 
     def audio_chunks(scoring: ThreadPoolExecutor | None):
         carry = np.zeros(0, np.float32)  # samples after the chunk's last whole 32 ms: scored with the next
-        for chunk in _timed(stream_audio(path, config.chunk_seconds, nonfinite), timer, "decode"):
+        for chunk in _timed(stream_audio(path, config.chunk_seconds, decoding), timer, "decode"):
             if scoring is not None:
                 # resampled chunks are not whole 32 ms steps: dropping each one's tail would move every
                 # later speech probability earlier (by ~30 ms a minute, 1.5-2 s an hour)
@@ -242,15 +243,16 @@ def embed_windows(path: str | Path, encoder: SpeakerEncoder, config: PipelineCon
                    np.concatenate(energies) if energies else np.zeros(0), n_frames, min(duration, n_frames * FRAME_SECONDS), silero,
                    (np.concatenate(overlap) if overlap else np.zeros(0, np.float16)) if detector is not None else None,
                    detector.threshold if detector is not None else 0.5,
-                   tuple(_file_warnings(path, nonfinite[0])), str(path),
+                   tuple(_file_warnings(path, decoding)), str(path),
                    np.concatenate(outputs) if outputs else np.zeros((0, encoder.config.n_outputs), np.float16))
 
 
-def _file_warnings(path: Path, nonfinite: int) -> list[str]:
+def _file_warnings(path: Path, decoding: Decoding) -> list[str]:
     try:
-        return audio_warnings(path, nonfinite)
+        found = audio_warnings(path, decoding.nonfinite)
     except AudioError:  # read a moment ago: a file replaced or removed since is not worth failing its result
-        return []
+        found = []
+    return found + ([decoding.stopped] if decoding.stopped else [])
 
 
 @contextmanager

@@ -1,6 +1,7 @@
 """What `diarize cluster` promises for any input: a correct result, or one `error:` line on stderr that
 names the file, a non-zero exit, never a traceback and never a half-written output."""
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,26 @@ def test_a_wav_cut_short_is_diarized_as_far_as_it_goes_with_a_warning(diarize, s
     stderr = succeeds(diarize("cluster", cut, "--out-dir", tmp_path))
     assert "warning:" in stderr and "truncated" in stderr and "cut.wav" in stderr
     assert_valid_turns(turns_of(tmp_path / "cut.rttm"), 1.5)
+
+
+def test_a_flac_cut_short_is_diarized_as_far_as_it_goes_with_a_warning(diarize, succeeds, fails_cleanly,
+                                                                        make_audio, voices, tmp_path):
+    whole = make_audio("whole.flac", voices(seconds=6.0)).read_bytes()
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes(whole[: len(whole) // 2])  # its decoder loses sync where the bytes stop
+    stderr = succeeds(diarize("cluster", cut, "--out-dir", tmp_path))
+    stopped = float(re.search(r"cut.flac: damaged or cut short after ([\d.]+) s", stderr).group(1))
+    assert 2.0 < stopped < 4.0
+    assert_valid_turns(turns_of(tmp_path / "cut.rttm"), stopped)
+    header = tmp_path / "header.flac"
+    header.write_bytes(whole[:200])  # nothing after the header decodes: there is nothing to diarize
+    fails_cleanly(diarize("cluster", header, "--out-dir", tmp_path), "header.flac")
+
+
+def test_a_named_pipe_is_an_error_not_a_hang(diarize, fails_cleanly, tmp_path):
+    pipe = tmp_path / "live.wav"
+    os.mkfifo(pipe)  # nobody writes into it: reading it would wait for ever
+    fails_cleanly(diarize("cluster", pipe, "--out-dir", tmp_path), "live.wav", "not a regular file")
 
 
 def test_a_wav_header_without_data_is_an_error(diarize, fails_cleanly, make_audio, tmp_path):
@@ -366,9 +387,22 @@ def test_a_missing_reference_is_an_error_naming_it(diarize, fails_cleanly, make_
     fails_cleanly(result, "--ref", "ref.rttm")
 
 
-def test_file_names_are_printed_literally(diarize, fails_cleanly, tmp_path):
+def test_a_reference_without_turns_is_warned_of(diarize, succeeds, make_audio, tmp_path):
+    (tmp_path / "ref.rttm").write_text("")  # e.g. the output for a silent file
+    stderr = succeeds(diarize("cluster", make_audio("two.wav"), "--out-dir", tmp_path, "--ref", tmp_path / "ref.rttm"))
+    assert "ref.rttm: no SPEAKER lines: nothing is scored" in stderr
+
+
+def test_file_names_are_printed_literally(diarize, fails_cleanly, succeeds, make_audio, tmp_path):
     odd = tmp_path / "take [bold]2[/bold] :smile:.wav"  # rich markup and emoji codes are not interpreted
     fails_cleanly(diarize("cluster", odd, "--out-dir", tmp_path), str(odd))
+    audio = make_audio("take [2].wav")  # read as markup, "[2]" would vanish from the summary
+    assert "take [2].wav" in succeeds(diarize("cluster", audio, "--out-dir", tmp_path))
+    rttm = tmp_path / "odd.rttm"
+    rttm.write_text("SPEAKER x[/i]y 1 0.0 1.0 <NA> <NA> A <NA> <NA>\n")  # a closing tag with no opening one
+    result = diarize("evaluate", rttm, rttm)
+    succeeds(result)
+    assert "x[/i]y" in result.stdout
 
 
 # ---- batches
