@@ -1150,7 +1150,8 @@ def validate(
         warn(f"skipped {figures['skipped']} unreadable file(s): " + "; ".join(figures["skipped_files"]))
     out = console if to_stdout else Console()  # stdout holds the JSON alone
     out.print(f"EER {100 * figures['eer']:.2f}% over {figures['utterances']} utterances of "
-              f"{figures['speakers']} speakers; pair accuracy {figures['pair_accuracy']:.3f}")
+              f"{figures['speakers']} speakers ({figures['same_pairs']:,} same-speaker and "
+              f"{figures['different_pairs']:,} different-speaker pairs); pair accuracy {figures['pair_accuracy']:.3f}")
     further = {k[4:]: v for k, v in figures.items() if k.startswith("eer_") and k not in ("eer_val", "eer_mean")}
     for name, eer in further.items():
         out.print(f"EER {100 * eer:.2f}% on {name}")

@@ -133,6 +133,8 @@ def resolve_model_path(name_or_path: str | Path | None) -> Path:
     if path.suffix == ".pt" or path.exists() or os.sep in name:
         if not path.exists():
             raise ModelError(f"{path}: no such model file")
+        if path.is_dir():
+            raise ModelError(f"{path}: is a folder, not a model file")
         return path
     if (MODELS_DIR / f"{name}.pt").exists():
         return MODELS_DIR / f"{name}.pt"

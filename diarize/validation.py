@@ -157,7 +157,8 @@ def set_eer(encoder, held: HeldOut, device: torch.device, memo: dict | None = No
         raise UnscorableSet(f"validation set {held.name}: {e}", held.name) from None
     accept = scores >= threshold
     return {"eer": eer, "pair_accuracy": float(0.5 * (accept[same].mean() + (~accept[~same]).mean())),
-            "threshold": threshold, "utterances": len(held.utts), "speakers": len(set(held.speakers))}
+            "threshold": threshold, "utterances": len(held.utts), "speakers": len(set(held.speakers)),
+            "same_pairs": int(same.sum()), "different_pairs": int((~same).sum())}
 
 
 def evaluate_sets(encoder, sets: list[HeldOut], device: torch.device, memo: dict | None = None) -> dict[str, float]:

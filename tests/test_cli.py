@@ -591,9 +591,11 @@ def test_each_file_warning_is_printed_once(diarize, succeeds, make_audio, voices
     (("--seed", str(2**32)), "--seed"),
     (("--device", "gpu", "--model", "TINY"), "device 'gpu'"),
     (("--model", "nosuch"), "unknown model 'nosuch'"),
+    (("--model", "FOLDER"), "is a folder, not a model file"),
 ])
 def test_options_no_run_could_use_are_usage_errors(diarize, make_audio, tmp_path, tiny_model, args, named):
-    args = [tiny_model if a == "TINY" else a for a in args]  # a --model given keeps the fixture's --device off
+    # a --model given keeps the fixture's --device off
+    args = [tiny_model if a == "TINY" else tmp_path if a == "FOLDER" else a for a in args]
     result = diarize("cluster", make_audio("a.wav"), "--out-dir", tmp_path, *args)
     assert result.exit_code == 2 and named in result.output
     assert not (tmp_path / "a.rttm").exists()

@@ -287,6 +287,9 @@ def test_validate_says_why_it_gives_no_zhaw_rate_for_few_speakers(diarize, succe
     succeeds(result)
     assert "EER" in result.stdout and "no ZHAW misclassification rate: " in result.stdout
     assert "needs more than 40 speakers" in result.stdout
+    # 6 speakers x 2 utterances: how few pairs the EER stands on is said with it
+    said = " ".join(result.stdout.split())  # as one line, however the console wrapped it
+    assert "over 12 utterances of 6 speakers (6 same-speaker and 60 different-speaker pairs)" in said
 
 
 def test_resuming_from_a_model_file_without_training_state_is_refused(few_voices, tmp_path):
