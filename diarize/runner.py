@@ -36,10 +36,6 @@ def _run(path: Path, options: dict) -> tuple[Path, Diarization | str]:
         return path, f"{path}: unexpected {type(e).__name__}: {reason}"
 
 
-def _run_star(args):
-    return _run(*args)
-
-
 def diarize_files(files: list[Path], model: str | None, device: str, options: dict,
                   workers: int = 1) -> Iterator[tuple[Path, Diarization | str]]:
     """An iterator of (path, result or error message) for each file, in input order. The model is loaded once
