@@ -215,6 +215,26 @@ def check_folders(**folders: Path | None) -> None:
             fail(f"--{name} {folder}: cannot write: {problem}")
 
 
+def resumed_steps(ctx: typer.Context, steps: int, run: dict, resume: Path) -> int:
+    """A resumed run's length: its own, or a longer one given with --steps (a shorter one would change its
+    learning-rate schedule half-way)."""
+    own = run.get("steps", steps)
+    if not given(ctx, "steps"):  # the run's own length, not the default
+        return own
+    if steps < own:
+        fail(f"--steps {steps}: {resume} is a run of {own} steps; a resumed run keeps its length or is made "
+             f"longer", USAGE)
+    return steps
+
+
+def check_sources(**folders: list[Path] | None) -> None:
+    """Fail naming the option (`rir_dir` for --rir-dir) whose folder to read from is not there."""
+    for name, paths in folders.items():
+        for folder in paths or ():
+            if not folder.is_dir():
+                fail(f"--{name.replace('_', '-')} {folder}: no such folder", USAGE)
+
+
 def stopped(last: Path | None, signum: int) -> NoReturn:
     """A training run stopped by Ctrl-C or SIGTERM after its last whole step: say where it can go on."""
     import signal
@@ -283,7 +303,7 @@ def train(
     device: DeviceOpt = "auto",
     resume: Annotated[Optional[Path], typer.Option(
         metavar="CHECKPOINT",
-        help="Continue from a last.pt checkpoint, to the run's own --steps unless given.")] = None,
+        help="Continue from a last.pt checkpoint, to the run's own --steps unless --steps raises it.")] = None,
     init: Annotated[Optional[Path], typer.Option(metavar="MODEL",
                                                  help="Fine-tune: start from this model's weights.")] = None,
     seed: SeedOpt = 0,
@@ -318,8 +338,10 @@ def train(
             init = resolve_model_path(init)  # a name in models/ or a path, checked before any work
         if resume:
             ckpt = load_checkpoint(resume)
+            if ckpt.get("kind") == "overlap" or "optimizer" not in ckpt:
+                fail(f"{resume}: holds no speaker-encoder training run to resume (a run's last.pt does)", USAGE)
     except ModelError as e:
-        fail(str(e))
+        fail(str(e), USAGE)
     if resume:
         # a resumed run continues in its own folder with its own settings and validation speakers
         run = {**ckpt.get("config", {}), **ckpt.get("train_config", {})}
@@ -331,12 +353,12 @@ def train(
                      distill=distill, val_every=val_every, seed=seed, val_speakers=val_speakers)
         out = resumed_in(ctx, out, resume, run, typed)
         val_speakers, seed = run.get("val_speakers", val_speakers), run.get("seed", seed)
-        if not given(ctx, "steps"):  # the run's own length, not the default
-            steps = run.get("steps", steps)
+        steps = resumed_steps(ctx, steps, run, resume)
     elif init and given(ctx, *ARCHITECTURE_OPTIONS):
         kept = flags(given(ctx, *ARCHITECTURE_OPTIONS))
         warn(f"ignored with --init, the model's architecture is kept: {kept}")
     check_folders(out=out, cache=cache)
+    check_sources(rir_dir=rir_dir, noise_dir=noise_dir)
     held = not resume and refuse_held_run(out, force)
     try:
         dev = pick_device(device)
@@ -355,16 +377,16 @@ def train(
         more_val = named_sets(also or [])
     except (DataError, ValueError) as e:
         fail(str(e))
-    if held:  # starting over, the command checked: nothing of the old run is mixed in
-        for name in ("last.pt", "best.pt", "log.jsonl"):
-            (out / name).unlink(missing_ok=True)
     rank0 = int(os.environ.get("RANK", "0")) == 0
     talk = rank0 and not quiet  # under torchrun, one process speaks
     with progress_bar(quiet=not talk) as bar, terminated_as_interrupted() as signum:
         tasks: dict[str, int] = {}
 
         def hook(event: str, **info) -> None:
-            if event == "features":
+            if event == "begin" and held:  # starting over, every check passed: nothing of the old run is mixed in
+                for name in ("last.pt", "best.pt", "log.jsonl"):
+                    (out / name).unlink(missing_ok=True)
+            elif event == "features":
                 if "features" not in tasks:
                     tasks["features"] = bar.add_task("features", total=info["total"], info="")
                 bar.update(tasks["features"], completed=info["completed"], total=info["total"])
@@ -431,7 +453,7 @@ def train_overlap(
     seed: SeedOpt = 0,
     resume: Annotated[Optional[Path], typer.Option(
         metavar="CHECKPOINT",
-        help="Continue from a last.pt checkpoint, to the run's own --steps unless given.")] = None,
+        help="Continue from a last.pt checkpoint, to the run's own --steps unless --steps raises it.")] = None,
     threads: Annotated[int, typer.Option(metavar="N", min=0, help="Torch CPU threads (0: torch's default).")] = 0,
     force: StartOverOpt = False,
 ) -> None:
@@ -461,8 +483,7 @@ def train_overlap(
         # a resumed run continues in its own folder, with its own settings
         run = ckpt["train_config"]
         out = resumed_in(ctx, out, resume, run, {"batch": batch, "lr": lr, "seed": seed, "val_every": val_every})
-        if not given(ctx, "steps"):
-            steps = run.get("steps", steps)
+        steps = resumed_steps(ctx, steps, run, resume)
     check_folders(out=out)
     if not resume:
         refuse_held_run(out, force)  # with --force, the run there is replaced once the recordings are read
@@ -1133,6 +1154,7 @@ def validate(
 
     to_stdout = check_json_target(json_out, force)
     check_folders(cache=cache)
+    check_sources(noise_dir=noise_dir)
     if calibrate:
         if calibrate.suffix != ".pt":
             fail(f"{calibrate}: a model file ends in .pt", USAGE)

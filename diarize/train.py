@@ -257,13 +257,19 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
                 raise ValueError(f"{resume}: the run was started on other {split} data (speakers or files "
                                  f"differ); resume it with the same DATA and --val, or start a new run")
     feed = _Feed(train_data, cache_dir, config)
-    if config.distill and (world > 1 or feed.kind != "wave"):  # said before any audio is read
+    # what can be checked without the audio is, before minutes of features: the speakers, the model to
+    # start from, the distillation's teacher, the rooms and noises
+    if config.distill and (world > 1 or feed.kind != "wave"):
         raise ValueError("distillation needs --augment or --speed-perturb (the teacher hears waveforms), "
                          "and one process")
+    for split, data in (("training", train_data), ("validation", val_data)):
+        if data is not None and len(set(data.speakers)) < 2:
+            raise ValueError(f"the {split} data holds {len(set(data.speakers))} speaker(s): it needs at least 2")
+    start_from = encoder_from_checkpoint(load_checkpoint(init), init) if init and not resume else None
+    teacher = Teacher(resemblyzer_weights()) if config.distill else None
+    acoustics = feed.acoustics()  # whatever the workers: bad files said early
     train_cache = build_cache(train_data, cache_dir, workers, hook if rank == 0 else None, kind=feed.kind)
     sampler = feed.sampler(train_cache)
-    teacher = Teacher(resemblyzer_weights()) if config.distill else None
-    acoustics = feed.acoustics()  # read here, before anything long, whatever the workers: bad files said early
     hook("data", speakers=len(sampler.speakers), files=len(train_cache.speakers),
          skipped=train_cache.skipped, dropped=sampler.dropped)
     if len(sampler.speakers) < 2:
@@ -289,8 +295,8 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
             raise ValueError(f"{resume} is at step {step} already: give --steps above it to train further")
         if val_data is None and best_eer < float("inf"):  # else best.pt, the validated model, would be overwritten
             raise ValueError(f"{resume}: the run was validated; resume it with the same validation data (--val)")
-    elif init:
-        encoder = encoder_from_checkpoint(load_checkpoint(init), init)
+    elif start_from is not None:
+        encoder = start_from
     else:
         torch.manual_seed(config.seed)
         encoder = SpeakerEncoder(encoder_config)
@@ -301,6 +307,7 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
         optimizer.load_state_dict(ckpt["optimizer"])
     schedule = lambda k: 0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(k, config.steps) / config.steps))
     model = torch.nn.parallel.DistributedDataParallel(encoder) if world > 1 else encoder
+    hook("begin")  # every check passed: from here the run writes to out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     if resume and rank == 0:  # the log as of the checkpoint: steps logged after it are redone and logged again
         (out_dir / "log.jsonl").write_text("".join(json.dumps(record) + "\n" for record in history))
@@ -321,6 +328,7 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
     # the logged loss is a running average: a resumed run carries it on, so its log matches an unbroken one
     running, started, metrics = (ckpt.get("running_loss") if resume else None), time.time(), {}
     calibration = ckpt.get("calibration") if resume else None
+    uncalibrated = False  # a round has found no calibration (and said why)
     stop = StopRequest()
     whole = True  # weights, optimiser, step count and that step's validation agree: a state to save
     batches = _Batches(feed, step, config.steps, s, workers, sampler, acoustics)
@@ -363,7 +371,7 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
             whole = not due  # a step due for validation is whole once validated and saved
             running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
             hook("step", step=step, total=config.steps, loss=running, **stats)
-            if step % 50 == 0 and rank == 0:
+            if (step % 50 == 0 or step == config.steps) and rank == 0:  # the last step too: a short run has a log
                 log({"step": step, "loss": running, **stats, "seconds": time.time() - started})
             if due:
                 embedded = {}  # this round's window embeddings: the validation set is embedded once
@@ -371,8 +379,9 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
                 try:
                     calibration = calibrate_encoder(encoder, held_out, device, embedded).as_dict()
                 except ValueError as e:  # too few speakers: the count must be told, or calibrated later
-                    calibration = None
-                    hook("warning", message=f"no speaker-count calibration: {e}")
+                    if calibration is not None or not uncalibrated:  # said once, not every round
+                        hook("warning", message=f"no speaker-count calibration: {e}")
+                    calibration, uncalibrated = None, True
                 if metrics:
                     log({"step": step, **{f"val_{k}": v for k, v in metrics.items()}})
                     hook("val", step=step, best=min(best_eer, metrics["eer"]), **metrics)

@@ -200,7 +200,8 @@ def test_a_second_ctrl_c_inside_a_step_saves_nothing_of_it_and_the_resume_matche
     def log(run):
         return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
                 for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
-    assert log("run") == log("straight") and [r["step"] for r in log("run")] == [2, 4, 6]
+    # validation at steps 2, 4 and 6; the loss at the last step
+    assert log("run") == log("straight") and [r["step"] for r in log("run")] == [2, 4, 6, 6]
 
 
 @pytest.mark.parametrize("config", [RESUME_CONFIG, WAVE_CONFIG], ids=["augment", "augment+speed"])
@@ -429,6 +430,43 @@ def test_validate_names_the_files_it_could_not_read(diarize, succeeds, few_voice
     broken.write_bytes(b"not audio at all")
     stderr = succeeds(diarize("validate", data, "--model", tiny_model, "--device", "cpu", "--cache", tmp_path / "c"))
     assert "skipped 1 unreadable file(s)" in stderr and "broken.wav" in stderr
+
+
+@pytest.mark.parametrize("args, named", [
+    (("--augment", "--rir-dir", "NOWHERE"), "--rir-dir"),
+    (("--init", "OVERLAP"), "an overlap detector"),
+    (("--val", "ONE"), "1 speaker"),
+])
+def test_force_keeps_the_old_run_when_a_check_fails_and_checks_come_before_the_features(
+        diarize, fails_cleanly, succeeds, few_voices, tmp_path, args, named):
+    run, one = tmp_path / "run", tmp_path / "one"
+    succeeds(diarize("train", few_voices, "--out", run, "--steps", "1", *TINY_CLI))
+    kept = {name: (run / name).read_bytes() for name in ("last.pt", "best.pt", "log.jsonl")}
+    shutil.copytree(next(p for p in sorted(few_voices.iterdir()) if p.is_dir()), one / "someone")
+    detector = Path(__file__).resolve().parent.parent / "models" / "overlap" / "diarize-overlap.pt"
+    args = [{"NOWHERE": tmp_path / "nowhere", "OVERLAP": detector, "ONE": one}.get(a, a) for a in args]
+    fails_cleanly(diarize("train", few_voices, "--out", run, "--steps", "1", "--force", "--cache",
+                          tmp_path / "features", *args, *TINY_CLI), named)
+    assert {name: (run / name).read_bytes() for name in kept} == kept
+    assert not (tmp_path / "features").exists()  # said before minutes of features on a real corpus
+
+
+def test_a_resume_is_not_made_shorter_and_an_overlap_run_is_not_resumed_as_an_encoder(
+        diarize, fails_cleanly, succeeds, few_voices, tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted):
+        def stop_after_two(event: str, **info) -> None:
+            if event == "step" and info["step"] == 2:
+                raise KeyboardInterrupt
+        train(list_dataset(few_voices), None, run, RESUME_ENCODER,
+              TrainConfig(steps=6, speakers_per_batch=2, windows_per_speaker=2), hook=stop_after_two)
+    result = diarize("train", few_voices, "--resume", run / "last.pt", "--steps", "4", *TINY_CLI)
+    fails_cleanly(result, "--steps 4", "6 steps")
+    assert result.exit_code == 2 and load_checkpoint(run / "last.pt")["step"] == 2
+    detector = Path(__file__).resolve().parent.parent / "models" / "overlap" / "diarize-overlap.pt"
+    result = diarize("train", few_voices, "--resume", detector, *TINY_CLI)
+    fails_cleanly(result, "holds no speaker-encoder training run")
+    assert result.exit_code == 2
 
 
 def test_a_run_is_not_resumed_on_other_data(diarize, fails_cleanly, succeeds, few_voices, tmp_path):
