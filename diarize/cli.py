@@ -365,7 +365,10 @@ def train(
         train_data = list_dataset(data)
         val_data = list_dataset(val) if val else None
         if val_data is None and val_speakers:
-            train_data, val_data = split_speakers(train_data, val_speakers, seed)
+            try:
+                train_data, val_data = split_speakers(train_data, val_speakers, seed)
+            except DataError as e:  # the command line asks for what the data cannot give
+                fail(str(e), USAGE)
         enc_cfg = EncoderConfig(lstm_hidden=lstm_hidden, dense=(dense,), n_outputs=outputs, dropout=dropout,
                                 embedding_layer=embedding_layer.value)
         cfg = TrainConfig(steps=steps, speakers_per_batch=speakers_per_batch,

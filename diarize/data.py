@@ -54,12 +54,15 @@ def list_dataset(source: str | Path) -> Dataset:
         return Dataset(paths, speakers)
     delimiter = "," if source.suffix.lower() == ".csv" else "\t"
     try:
-        with open(source, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f, delimiter=delimiter))
+        with open(source, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark
+            reader = csv.DictReader(f, delimiter=delimiter)
+            rows = list(reader)
     except (UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"{source}: not a text manifest ({e})") from None
-    if not rows or not {"path", "speaker"} <= set(rows[0]):
+    if not {"path", "speaker"} <= set(reader.fieldnames or ()):
         raise DataError(f"{source}: a manifest needs a header with 'path' and 'speaker' columns")
+    if not rows:
+        raise DataError(f"{source}: the manifest lists no files (a header alone)")
     for n, r in enumerate(rows, start=2):
         if not r["path"] or not r["speaker"]:
             raise DataError(f"{source}:{n}: a row needs both a path and a speaker")

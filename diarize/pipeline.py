@@ -82,8 +82,11 @@ class PipelineConfig:
             positive = name in ("segment_seconds", "noisy_segment_seconds", "chunk_seconds")
             if value < 0 or (positive and value <= 0):
                 raise ValueError(f"{name} {value:g}: {'above 0' if positive else '0 or more'}")
-        if not all(0 <= v <= 1 for v in (self.energy_threshold, self.silero_threshold, self.output_weight)):
-            raise ValueError("energy_threshold, silero_threshold and output_weight lie between 0 and 1")
+        for name in ("energy_threshold", "silero_threshold", "output_weight"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} {getattr(self, name):g}: a share, between 0 and 1")
+        if not isinstance(self.overlap, (bool, np.bool_)):  # "no" would be true
+            raise ValueError(f"overlap {self.overlap!r}: True or False")
         margin = self.floor_margin
         if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float, np.number))
                                    or not 0 <= margin < np.inf):

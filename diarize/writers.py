@@ -98,7 +98,8 @@ FORMATS = tuple(WRITERS)
 
 
 def get_writer(fmt: str) -> Writer:
-    """The writer for a format name ("rttm", "json", "csv", "srt")."""
+    """The writer for a format name ("rttm", "json", "csv", "srt", in any case)."""
+    fmt = str(fmt).lower()
     if fmt not in WRITERS:
         raise ValueError(f"unknown output format {fmt!r}; available: {', '.join(FORMATS)}")
     return WRITERS[fmt]()

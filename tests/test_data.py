@@ -63,6 +63,15 @@ def test_a_manifest_without_path_and_speaker_columns_is_refused(tmp_path):
         list_dataset(manifest)
 
 
+def test_a_manifest_saved_by_a_spreadsheet_is_read_and_a_header_alone_is_said_to_list_nothing(tmp_path):
+    manifest = tmp_path / "train.csv"
+    manifest.write_bytes("path,speaker\na.wav,alice\n".encode("utf-8-sig"))  # "CSV UTF-8": a byte-order mark first
+    assert list_dataset(manifest).speakers == ["alice"]
+    manifest.write_text("path,speaker\n")
+    with pytest.raises(DataError, match="lists no files"):
+        list_dataset(manifest)
+
+
 def test_split_speakers_holds_out_whole_speakers(tmp_path):
     speakers = [f"spk{i}" for i in range(6) for _ in range(3)]
     data = Dataset([tmp_path / f"{s}_{k}.wav" for k, s in enumerate(speakers)], speakers)

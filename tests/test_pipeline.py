@@ -402,7 +402,8 @@ def test_a_batch_of_no_windows_is_refused():
 @pytest.mark.parametrize("settings, message", [
     (dict(segment_seconds=0), "segment_seconds 0: above 0"),
     (dict(min_turn=-1), "min_turn -1: 0 or more"),
-    (dict(silero_threshold=1.5), "lie between 0 and 1"),
+    (dict(silero_threshold=1.5), "silero_threshold 1.5: a share, between 0 and 1"),
+    (dict(overlap="no"), "overlap 'no': True or False"),
     (dict(vad="webrtc"), "unknown speech detector 'webrtc'"),
     (dict(cluster="kmeans"), "unknown clustering method 'kmeans'"),
     (dict(smooth_windows=2.5), "smooth_windows 2.5: a whole number"),

@@ -469,6 +469,16 @@ def test_a_resume_is_not_made_shorter_and_an_overlap_run_is_not_resumed_as_an_en
     assert result.exit_code == 2
 
 
+def test_a_run_too_small_to_calibrate_says_so_once_and_logs_even_without_validation(few_voices, tmp_path):
+    said = []
+    hook = lambda event, **info: said.append(info["message"]) if event == "warning" else None
+    config = TrainConfig(steps=3, speakers_per_batch=2, windows_per_speaker=2, val_every=1)
+    train(list_dataset(few_voices), None, tmp_path / "run", RESUME_ENCODER, config, hook=hook)
+    assert len([m for m in said if m.startswith("no speaker-count calibration")]) == 1  # not once a round
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [3] and "loss" in log[0]
+
+
 def test_a_run_is_not_resumed_on_other_data(diarize, fails_cleanly, succeeds, few_voices, tmp_path):
     run, other = tmp_path / "run", tmp_path / "other"
     shutil.copytree(few_voices, other)

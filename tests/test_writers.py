@@ -112,6 +112,8 @@ def test_unknown_format_is_refused_with_the_available_ones_listed(tmp_path):
     with pytest.raises(ValueError, match="available"):
         write_turns([], tmp_path / "out.txt")
     assert FORMATS == ("rttm", "json", "csv", "srt")
+    write_turns([Turn(0.0, 1.0, "A")], tmp_path / "y.out", fmt="RTTM")  # a name in capitals, as a suffix may be
+    assert (tmp_path / "y.out").read_text().startswith("SPEAKER y 1 0.000 1.000")
 
 
 def test_stdout_needs_an_explicit_format(capsys):
