@@ -15,6 +15,9 @@ import torch
 from .hparams import FMAX, FMIN, HOP_LENGTH, LOG_FLOOR, N_FFT, N_MELS, SAMPLE_RATE, WINDOW_SECONDS
 
 
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au"}  # what folders are searched for
+
+
 class AudioError(ValueError):
     """An input that cannot be read as audio; the message names the file and the reason."""
 

@@ -14,14 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import AudioError, load_audio, log_mel
+from .audio import AUDIO_SUFFIXES, AudioError, load_audio, log_mel
 from .hparams import FMAX, FMIN, HOP_LENGTH, N_FFT, N_MELS, SAMPLE_RATE, WINDOW_FRAMES
 
 PRE_ROLL = 3200  # samples (0.2 s) read before each window: what the room still rings with
 WINDOW_SAMPLES = (WINDOW_FRAMES - 1) * HOP_LENGTH + N_FFT  # 6,640 samples make 40 uncentred frames
 SPAN = PRE_ROLL + WINDOW_SAMPLES  # samples a training window is read over
 MAX_IR = SAMPLE_RATE  # impulse responses cut to 1 s: the tail beyond is below the noise
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aif", ".aiff")
 
 
 def _audio_files(dirs: list[Path]) -> list[Path]:

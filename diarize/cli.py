@@ -357,6 +357,14 @@ def train(
     elif init and given(ctx, *ARCHITECTURE_OPTIONS):
         kept = flags(given(ctx, *ARCHITECTURE_OPTIONS))
         warn(f"ignored with --init, the model's architecture is kept: {kept}")
+    unused = [*(given(ctx, "rir_dir", "augment_clean", "augment_edges") if not augment else []),
+              *(given(ctx, "noise_dir") if not augment and not val_rooms else []),
+              *(given(ctx, "val_rooms") if not val and not val_speakers else []),
+              *(given(ctx, "val_speakers") if val else []), *(given(ctx, "force") if resume else [])]
+    if unused:
+        warn(f"not used: {flags(unused)} (see diarize train --help)")
+    if val and data.resolve() == val.resolve():
+        warn(f"--val {val} is DATA itself: validated on the training speakers, the EER says little")
     check_folders(out=out, cache=cache)
     check_sources(rir_dir=rir_dir, noise_dir=noise_dir)
     held = not resume and refuse_held_run(out, force)
@@ -562,7 +570,7 @@ HopOpt = Annotated[float, typer.Option(metavar="SECONDS", min=0.01, max=0.4,
 
 def audio_inputs(paths: list[Path]) -> list[Path]:
     """Files as given, and the audio files inside any folder (recursively, sorted)."""
-    from .data import AUDIO_SUFFIXES
+    from .audio import AUDIO_SUFFIXES
 
     out = []
     for p in paths:

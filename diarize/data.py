@@ -14,10 +14,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .audio import AudioError, load_audio, log_mel
+from .audio import AUDIO_SUFFIXES, AudioError, load_audio, log_mel
 from .hparams import FMAX, FMIN, HOP_LENGTH, N_FFT, N_MELS, SAMPLE_RATE, WINDOW_FRAMES
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au"}
 EXTRA_FRAMES = 8  # drawn beyond a window so that speed perturbation has frames to stretch into
 TRIM_DB = 40.0  # leading/trailing frames this far under a file's peak are silence, not speaker
 

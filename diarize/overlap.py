@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .audio import load_audio, log_mel
+from .audio import AUDIO_SUFFIXES, load_audio, log_mel
 from .hparams import FRAME_SECONDS, HOP_LENGTH, N_MELS
 from .model import FORMAT_VERSION, MODELS_DIR, ModelError, load_checkpoint, write_checkpoint
 
@@ -118,7 +118,7 @@ def recordings(folders: list[Path]) -> list[Path]:
         if not Path(folder).is_dir():
             raise ValueError(f"{folder}: {'not a' if Path(folder).exists() else 'no such'} folder")
     found = [audio for folder in folders for audio in sorted(Path(folder).rglob("*"))
-             if audio.suffix.lower() in (".wav", ".flac") and audio.with_suffix(".rttm").exists()]
+             if audio.suffix.lower() in AUDIO_SUFFIXES and audio.with_suffix(".rttm").exists()]
     if not found:
         raise ValueError(f"no recordings with same-stem RTTMs in {', '.join(map(str, folders))}")
     return found
@@ -267,6 +267,9 @@ def train_detector(train_folders: list[Path], val_folders: list[Path], out_dir: 
             raise ValueError(f"{resume} is at step {state['step']} already: give --steps above it to train further")
     train_data = conversations(train_folders, hook)
     val_data = conversations(val_folders, hook)
+    if not any((classes == 2).any() for _, classes in val_data):  # an F1 of nothing would choose the model
+        raise ValueError(f"the validation recordings ({', '.join(map(str, val_folders))}) hold no overlapped "
+                         f"speech: there is nothing to measure the detector on")
     _, sample = _chunks(train_data, np.random.default_rng(config.seed), 256)
     counts = np.bincount(sample.reshape(-1).numpy(), minlength=3).astype(float)
     # classes weighted by the inverse square root of their share: overlap is rare but must not be ignored

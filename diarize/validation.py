@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import load_audio, log_mel
+from .audio import AUDIO_SUFFIXES, load_audio, log_mel
 from .calibration import normalise
 from .data import Dataset, FeatureCache, build_cache, utterance_windows
 from .metrics import UnscorableSet, equal_error_rate, pair_scores
@@ -76,7 +76,7 @@ def clips_set(name: str, folder: Path) -> HeldOut:
     a same-stem RTTM; pairs are scored inside each recording."""
     utts, spks, recs = [], [], []
     for rttm in sorted(Path(folder).glob("*.rttm")):
-        audio = next((rttm.with_suffix(s) for s in (".wav", ".flac") if rttm.with_suffix(s).exists()), None)
+        audio = next((rttm.with_suffix(s) for s in sorted(AUDIO_SUFFIXES) if rttm.with_suffix(s).exists()), None)
         if audio is None:
             continue
         wave = load_audio(audio)

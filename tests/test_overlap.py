@@ -176,3 +176,10 @@ def test_train_overlap_names_a_missing_or_wrong_folder(diarize, fails_cleanly, t
         assert result.stderr == error + "\n"  # that line alone, with no blank line after it
     (tmp_path / "empty").mkdir()
     fails_cleanly(diarize("train-overlap", tmp_path / "train", "--val", tmp_path / "empty"), "no recordings")
+    # validation recordings with no overlapped speech: an F1 of nothing cannot choose the model
+    (tmp_path / "quiet").mkdir()
+    sf.write(tmp_path / "quiet" / "q.ogg", np.zeros(3 * SR, np.float32), SR)  # any format cluster reads
+    (tmp_path / "quiet" / "q.rttm").write_text("SPEAKER q 1 0.500 1.000 <NA> <NA> s0 <NA> <NA>\n")
+    fails_cleanly(diarize("train-overlap", tmp_path / "train", "--val", tmp_path / "quiet", "--out",
+                          tmp_path / "run", "--steps", "1"), "no overlapped speech")
+    assert not (tmp_path / "run").exists()

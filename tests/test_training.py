@@ -479,6 +479,14 @@ def test_a_run_too_small_to_calibrate_says_so_once_and_logs_even_without_validat
     assert [r["step"] for r in log] == [3] and "loss" in log[0]
 
 
+def test_options_a_run_would_not_use_are_named(diarize, succeeds, few_voices, tmp_path):
+    stderr = succeeds(diarize("train", few_voices, "--out", tmp_path / "run", "--steps", "1", "--rir-dir",
+                              tmp_path, "--val-rooms", "--val", few_voices, "--val-speakers", "2", *TINY_CLI))
+    said = " ".join(stderr.split())
+    assert "not used: --rir-dir, --val-speakers" in said  # --rir-dir needs --augment; --val was given
+    assert "is DATA itself" in said and "--val-rooms" not in said.split("not used:")[1]
+
+
 def test_a_run_is_not_resumed_on_other_data(diarize, fails_cleanly, succeeds, few_voices, tmp_path):
     run, other = tmp_path / "run", tmp_path / "other"
     shutil.copytree(few_voices, other)
