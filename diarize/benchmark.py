@@ -39,7 +39,7 @@ def peak_rss_mb() -> float:
 
 
 def run_benchmark(audio: str | Path, model=None, device: str = "auto",
-                  config: PipelineConfig = PipelineConfig()) -> dict:
+                  config: PipelineConfig = PipelineConfig(), overlap_model: str | Path | None = None) -> dict:
     """Diarize `audio` once, after a 3 s warm-up, and report seconds per stage, real-time factor and peak
     memory (the warm-up's time apart, as startup_seconds)."""
     from .model import load_model
@@ -50,10 +50,10 @@ def run_benchmark(audio: str | Path, model=None, device: str = "auto",
         # what is paid once a process (imports, the detectors' loading, torch's first calls) is timed apart:
         # counted in, it made a 20 s recording look 10x slower than an hour's
         start = time.perf_counter()
-        diarize(make_recording(Path(tmp) / "warm-up.wav", 0.05), encoder, config=config)
+        diarize(make_recording(Path(tmp) / "warm-up.wav", 0.05), encoder, config=config, overlap_model=overlap_model)
         startup = time.perf_counter() - start
     start = time.perf_counter()
-    result = diarize(audio, encoder, config=config)
+    result = diarize(audio, encoder, config=config, overlap_model=overlap_model)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         write_turns(result.turns, Path(tmp) / "out.rttm")

@@ -562,6 +562,8 @@ OverlapOpt = Annotated[bool, typer.Option("--overlap/--no-overlap",
                                           help="Give overlapped speech a second speaker, found by the bundled "
                                                "detector (--no-overlap: one speaker at a time, a little "
                                                "faster).")]
+OverlapModelOpt = Annotated[Optional[Path], typer.Option(
+    metavar="PATH", help="Overlap detector to use, e.g. a train-overlap run's best.pt (default: the bundled one).")]
 BatchOpt = Annotated[int, typer.Option(metavar="N", min=1, help="Windows per forward pass.")]
 HopOpt = Annotated[float, typer.Option(metavar="SECONDS", min=0.01, max=0.4,
                                        help="Seconds between window starts (at most the "
@@ -730,6 +732,7 @@ def cluster(
     method: ClusterOpt = Method.ahc,
     window_hop: HopOpt = 0.2,
     overlap: OverlapOpt = True,
+    overlap_model: OverlapModelOpt = None,
     seed: SeedOpt = 0,
     batch_size: BatchOpt = 256,
     workers: Annotated[int, typer.Option(metavar="N", min=1, help="Files diarized in parallel processes.")] = 1,
@@ -795,10 +798,12 @@ def cluster(
     if not files:
         return
     references = _load_references(ref) if ref else {}
+    if overlap_model and not overlap:
+        warn("not used: --overlap-model (with --no-overlap)")
     config = PipelineConfig(window_hop=window_hop, vad=vad.value, cluster=method.value, batch_size=batch_size,
                             overlap=overlap)
     options = dict(num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers,
-                   config=config, seed=seed)
+                   config=config, seed=seed, overlap_model=overlap_model)
     from .model import ModelError
     from .runner import diarize_files
     from .writers import rttm_id
@@ -1230,6 +1235,7 @@ def benchmark(
     window_hop: HopOpt = 0.2,
     vad: VadOpt = VAD.silero,
     overlap: OverlapOpt = True,
+    overlap_model: OverlapModelOpt = None,
     batch_size: BatchOpt = 256,
     threads: Annotated[int, typer.Option(metavar="N", min=0, help="Torch CPU threads (0: torch's default).")] = 0,
     json_out: Annotated[Optional[Path], typer.Option("--json", metavar="FILE",
@@ -1271,7 +1277,8 @@ def benchmark(
         try:
             r = run_benchmark(audio or built, model, device, PipelineConfig(window_hop=window_hop,
                                                                             batch_size=batch_size, vad=vad.value,
-                                                                            overlap=overlap))
+                                                                            overlap=overlap),
+                              overlap_model)
         except (ModelError, ValueError) as e:  # AudioError is a ValueError
             fail(str(e))
         if audio is None:  # the built file is gone with its temporary folder

@@ -175,7 +175,7 @@ def _shortened(text: str, limit: int = 120) -> str:
 
 def encoder_from_checkpoint(ckpt: dict, path: str | Path = "model") -> SpeakerEncoder:
     if ckpt.get("kind") == "overlap":
-        raise ModelError(f"{path}: an overlap detector (cluster uses it), not a speaker encoder")
+        raise ModelError(f"{path}: an overlap detector (cluster takes it as --overlap-model), not a speaker encoder")
     try:
         cfg = dict(ckpt["config"])
         cfg["dense"] = tuple(cfg.get("dense", ()))

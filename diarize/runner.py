@@ -48,7 +48,7 @@ def diarize_files(files: list[Path], model: str | None, device: str, options: di
         raise ModelError(f"{_worker_model.source}: {NO_CALIBRATION}")
     if as_config(options.get("config", PipelineConfig())).overlap:
         try:
-            cached_detector(None)  # the one the files diarized in this process use
+            cached_detector(options.get("overlap_model"))  # the one the files diarized in this process use
         except ModelError as e:
             raise ModelError(f"{e} (overlap detection; --no-overlap goes without)") from None
     return _results(files, model, device, options, workers)

@@ -147,6 +147,14 @@ def test_train_overlap_continues_a_run_only_when_asked(diarize, fails_cleanly, s
     from diarize.model import load_checkpoint
     assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 4
     fails_cleanly(diarize("train-overlap", *common, "--resume", tiny_model), "no overlap-detector training run")
+    # the detector trained is the one cluster uses when named, and named as what it is
+    audio = tmp_path / "val" / "v0.wav"
+    result = diarize("cluster", audio, "--out", "-", "--overlap-model", tmp_path / "run" / "best.pt")
+    succeeds(result)
+    assert result.stdout.startswith("SPEAKER v0 1 ")
+    fails_cleanly(diarize("cluster", audio, "--out", "-", "--overlap-model", tmp_path / "none.pt"), "none.pt")
+    fails_cleanly(diarize("cluster", audio, "--out", "-", "--model", tmp_path / "run" / "best.pt"),
+                  "--overlap-model")
 
 
 def test_sigterm_while_the_recordings_are_read_says_so(diarize, tmp_path, monkeypatch):
