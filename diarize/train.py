@@ -328,7 +328,7 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
     # the logged loss is a running average: a resumed run carries it on, so its log matches an unbroken one
     running, started, metrics = (ckpt.get("running_loss") if resume else None), time.time(), {}
     calibration = ckpt.get("calibration") if resume else None
-    uncalibrated = False  # a round has found no calibration (and said why)
+    uncalibrated = False  # a round has found no calibration and said why
     stop = StopRequest()
     whole = True  # weights, optimiser, step count and that step's validation agree: a state to save
     batches = _Batches(feed, step, config.steps, s, workers, sampler, acoustics)
@@ -379,7 +379,7 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
                 try:
                     calibration = calibrate_encoder(encoder, held_out, device, embedded).as_dict()
                 except ValueError as e:  # too few speakers: the count must be told, or calibrated later
-                    if calibration is not None or not uncalibrated:  # said once, not every round
+                    if not uncalibrated:  # said once, not every round
                         hook("warning", message=f"no speaker-count calibration: {e}")
                     calibration, uncalibrated = None, True
                 if metrics:
