@@ -265,11 +265,11 @@ def train_detector(train_folders: list[Path], val_folders: list[Path], out_dir: 
         config = OverlapTrainConfig(**{**state["train_config"], "steps": config.steps})
         if state["step"] >= config.steps:
             raise ValueError(f"{resume} is at step {state['step']} already: give --steps above it to train further")
-    train_data = conversations(train_folders, hook)
-    val_data = conversations(val_folders, hook)
+    val_data = conversations(val_folders, hook)  # first: a set that cannot be scored is said before DATA is read
     if not any((classes == 2).any() for _, classes in val_data):  # an F1 of nothing would choose the model
         raise ValueError(f"the validation recordings ({', '.join(map(str, val_folders))}) hold no overlapped "
                          f"speech: there is nothing to measure the detector on")
+    train_data = conversations(train_folders, hook)
     _, sample = _chunks(train_data, np.random.default_rng(config.seed), 256)
     counts = np.bincount(sample.reshape(-1).numpy(), minlength=3).astype(float)
     # classes weighted by the inverse square root of their share: overlap is rare but must not be ignored

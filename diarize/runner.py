@@ -77,7 +77,8 @@ def _results(files: list[Path], model: str | None, device: str, options: dict,
                 except BrokenProcessPool:
                     if width == 1:  # one file at a time: it was this one's
                         yield path, f"{path}: the process diarizing it died (killed, or out of memory?)"
-                        pending, width = pending[i + 1:], min(workers, len(pending) - i - 1)
+                        pending = pending[i + 1:]
+                        width = min(workers, len(pending))
                     else:  # whose it was is unknown: the files not yet done go again, one at a time
                         pending, width = pending[i:], 1
                     break
