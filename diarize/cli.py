@@ -1026,6 +1026,10 @@ def evaluate(
                                           help="Seconds forgiven on EACH side of every reference "
                                                "boundary (pyannote's collar is twice this).")] = 0.0,
     skip_overlap: Annotated[bool, typer.Option(help="Do not score overlapped speech.")] = False,
+    uem: Annotated[Optional[Path], typer.Option(metavar="FILE",
+                                                help="Score only inside these regions (NIST UEM lines: "
+                                                     "file channel start end); files it does not list "
+                                                     "are scored whole.")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", metavar="FILE",
                                                      help="Also write the rows as JSON (- for "
                                                           "stdout, instead of the table).")] = None,
@@ -1041,7 +1045,7 @@ def evaluate(
     """
     from rich.table import Table
 
-    from .evaluate import score
+    from .evaluate import read_uem, score
 
     to_stdout = check_json_target(json_out, force)
     try:
@@ -1050,14 +1054,23 @@ def evaluate(
             fail(f"{ref}: no SPEAKER lines: nothing to score against")
         if hypotheses and not set(references) & set(hypotheses):
             fail(f"no file id of {hyp} is one of {ref}: {_ids(hypotheses)} against {_ids(references)}")
-        rows = score(references, hypotheses, collar=2 * collar, skip_overlap=skip_overlap)
+        regions = read_uem(uem) if uem else None
+        if uem and not set(references) & set(regions):
+            fail(f"no file id of --uem {uem} is one of {ref}: {_ids(regions)} against {_ids(references)}")
+        rows = score(references, hypotheses, collar=2 * collar, skip_overlap=skip_overlap, uem=regions)
     except OSError as e:
         fail(read_problem(e))
     except ValueError as e:
         fail(str(e))
+    if uem:
+        whole = {k: v for k, v in references.items() if k not in regions}
+        if whole:
+            warn(f"--uem {uem} does not list {len(whole)} of {len(references)} reference files, scored "
+                 f"whole: {_ids(whole)}")
     unscored = [r["file"] for r in rows[:-1] if not r["total"]]  # the last row is the TOTAL
     if unscored:
         left = f" once the collar of {collar:g} s each side is taken out" if collar else ""
+        left += " inside the --uem regions" if uem else ""
         warn(f"no reference speech is left to score{left} in {len(unscored)} of {len(rows) - 1} files "
              f"({', '.join(unscored[:5])}{' ...' if len(unscored) > 5 else ''}): their DER is 0% without a "
              f"false alarm, 100% with one (pyannote's convention)")
@@ -1066,7 +1079,8 @@ def evaluate(
         warn(f"{len(unmatched)} hypothesis file ids are not in the reference, not scored: {_ids(unmatched)}")
     records = [{k: v if isinstance(v, (str, int)) else float(v) for k, v in r.items()} for r in rows]
     if not to_stdout:
-        table = Table(title=f"collar {collar:g} s each side, overlap {'skipped' if skip_overlap else 'scored'}")
+        within = f", inside the regions of {escape(str(uem))}" if uem else ""
+        table = Table(title=f"collar {collar:g} s each side, overlap {'skipped' if skip_overlap else 'scored'}{within}")
         for col in ("file", "DER %", "missed %", "false alarm %", "confusion %", "JER %", "speakers ref/hyp"):
             table.add_column(col, justify="right" if col != "file" else "left")
         for r in rows:

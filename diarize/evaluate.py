@@ -1,6 +1,7 @@
 """Scoring against reference RTTMs: diarization and Jaccard error rates with pyannote.metrics."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from .writers import Turn, read_rttm, to_annotation
@@ -24,6 +25,30 @@ def load_rttms(path: str | Path, merged: dict[str, list[str]] | None = None) -> 
     return {file_id: sorted(set().union(*sets)) for file_id, sets in found.items()}
 
 
+def read_uem(path: str | Path) -> dict[str, list[tuple[float, float]]]:
+    """Scored regions by file id from a NIST UEM file (`file channel start end` a line; blank lines and
+    `;;` comments skipped); a malformed line raises ValueError naming file and line."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a UEM file (not UTF-8 text)") from None
+    for n, line in enumerate(lines, start=1):
+        fields = line.split()
+        if not fields or fields[0].startswith(";;"):
+            continue
+        try:
+            if len(fields) != 4:
+                raise ValueError("expected 'file channel start end'")
+            start, end = float(fields[2]), float(fields[3])
+            if not (math.isfinite(start) and math.isfinite(end) and 0 <= start < end):
+                raise ValueError("start and end must be finite, with 0 <= start < end")
+        except ValueError as e:
+            raise ValueError(f"{path}:{n}: malformed UEM line {line.strip()!r}: {e}") from None
+        out.setdefault(fields[0], []).append((start, end))
+    return out
+
+
 def _rate(seconds: float, total: float) -> float:
     # pyannote's convention when there is no reference speech: 0 without errors, 1 with any
     return seconds / total if total else float(seconds > 0)
@@ -37,20 +62,22 @@ def _row(file: str, der: float, jer: float, c: dict, ref_speakers: int, hyp_spea
 
 
 def score(reference: dict[str, list[Turn]], hypothesis: dict[str, list[Turn]], collar: float = 0.0,
-          skip_overlap: bool = False) -> list[dict]:
+          skip_overlap: bool = False, uem: dict[str, list[tuple[float, float]]] | None = None) -> list[dict]:
     """DER, its parts and JER for every file id of `reference`, then a "TOTAL" row.
 
     Speaker labels are matched by the optimal (Hungarian) mapping, so names need not agree. A file
     missing from `hypothesis` is scored as all missed; hypothesis files absent from the reference are
     ignored. `collar` is pyannote's TOTAL collar in seconds: collar=0.5 ignores 0.25 s on each side of
-    every reference boundary. `skip_overlap` leaves out regions where reference speakers overlap.
+    every reference boundary. `skip_overlap` leaves out regions where reference speakers overlap. `uem`
+(file id -> (start, end) regions, as `read_uem` gives) limits scoring to those regions; a file it does
+not list is scored over the extent of its reference and hypothesis together.
 
     Each row: file, der, missed, false_alarm, confusion (fractions of the scored reference speech),
     total (scored reference speech, seconds, after collar and overlap removal), jer, ref_speakers,
     hyp_speakers. TOTAL pools the error seconds over files (pyannote's abs(metric)); its jer is the mean
     over all reference speakers and its speaker counts are summed over files.
     """
-    from pyannote.core import Timeline
+    from pyannote.core import Segment, Timeline
     from pyannote.metrics.diarization import DiarizationErrorRate, JaccardErrorRate
 
     der_metric = DiarizationErrorRate(collar=collar, skip_overlap=skip_overlap)
@@ -59,11 +86,13 @@ def score(reference: dict[str, list[Turn]], hypothesis: dict[str, list[Turn]], c
     for file_id in sorted(reference):
         ref = to_annotation(reference[file_id], file_id)
         hyp = to_annotation(hypothesis.get(file_id, []), file_id)
-        # the region pyannote would guess itself (both extents), given explicitly to silence its warning
-        extent = ref.get_timeline().extent() | hyp.get_timeline().extent()
-        uem = Timeline([extent] if extent else [], uri=file_id)
-        c = der_metric(ref, hyp, uem=uem, detailed=True)
-        jer = jer_metric(ref, hyp, uem=uem)
+        if uem and file_id in uem:
+            scored = Timeline([Segment(s, e) for s, e in uem[file_id]], uri=file_id).support()
+        else:  # the region pyannote would guess itself (both extents), given explicitly to silence its warning
+            extent = ref.get_timeline().extent() | hyp.get_timeline().extent()
+            scored = Timeline([extent] if extent else [], uri=file_id)
+        c = der_metric(ref, hyp, uem=scored, detailed=True)
+        jer = jer_metric(ref, hyp, uem=scored)
         speakers = len(ref.labels()), len(hyp.labels())
         n_ref, n_hyp = n_ref + speakers[0], n_hyp + speakers[1]
         rows.append(_row(file_id, c["diarization error rate"], jer, c, *speakers))

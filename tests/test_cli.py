@@ -300,6 +300,27 @@ def test_evaluate_names_the_side_whose_files_disagree(diarize, succeeds, tmp_pat
                for side in ("refs", "hyps"))
 
 
+def test_evaluate_uem_scores_its_regions_and_names_the_files_it_leaves_whole(diarize, succeeds, tmp_path):
+    ref, hyp = tmp_path / "ref.rttm", tmp_path / "hyp.rttm"
+    ref.write_text("SPEAKER m 1 0 10 <NA> <NA> a <NA> <NA>\nSPEAKER m 1 10 10 <NA> <NA> b <NA> <NA>\n"
+                   "SPEAKER n 1 0 5 <NA> <NA> a <NA> <NA>\n")
+    hyp.write_text("SPEAKER m 1 0 20 <NA> <NA> x <NA> <NA>\nSPEAKER n 1 0 5 <NA> <NA> x <NA> <NA>\n")
+    (tmp_path / "m.uem").write_text("m 1 0 10\n")
+    result = diarize("evaluate", ref, hyp, "--uem", tmp_path / "m.uem", "--json", "-")
+    stderr = succeeds(result)
+    assert [r["der"] for r in json.loads(result.stdout)] == [0.0, 0.0, 0.0]  # without it, m's DER is 50%
+    assert "does not list 1 of 2 reference files, scored whole: n" in stderr.replace("\n", "")
+
+
+def test_evaluate_a_uem_that_is_malformed_or_names_no_reference_file_is_an_error(diarize, fails_cleanly, tmp_path):
+    uem = tmp_path / "bad.uem"
+    uem.write_text("meeting 1 5\n")
+    fails_cleanly(diarize("evaluate", EXAMPLE_RTTM, EXAMPLE_RTTM, "--uem", uem), f"{uem}:1")
+    uem.write_text("other 1 0 5\n")
+    assert "no file id of --uem" in fails_cleanly(diarize("evaluate", EXAMPLE_RTTM, EXAMPLE_RTTM, "--uem", uem))
+    fails_cleanly(diarize("evaluate", EXAMPLE_RTTM, EXAMPLE_RTTM, "--uem", tmp_path / "none.uem"), "none.uem")
+
+
 def test_evaluate_json_dash_writes_the_rows_to_stdout_instead_of_the_table(diarize, succeeds, tmp_path):
     result = diarize("evaluate", EXAMPLE_RTTM, EXAMPLE_RTTM, "--json", "-")
     succeeds(result)

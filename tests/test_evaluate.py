@@ -1,7 +1,7 @@
 """What scoring promises: pyannote's DER/JER, label-independent, per file and pooled."""
 import pytest
 
-from diarize.evaluate import load_rttms, score
+from diarize.evaluate import load_rttms, read_uem, score
 from diarize.writers import Turn, write_turns
 
 REF = {"meeting": [Turn(0, 10, "alice"), Turn(10, 20, "bob"), Turn(20, 30, "alice")],
@@ -80,3 +80,24 @@ def test_load_rttms_merges_a_folder_by_file_id(tmp_path):
 def test_load_rttms_refuses_a_folder_without_rttm_files(tmp_path):
     with pytest.raises(ValueError, match="no .rttm files"):
         load_rttms(tmp_path)
+
+
+def test_a_uem_limits_scoring_to_its_regions_and_files_it_omits_are_scored_whole():
+    ref = {"f": [Turn(0, 10, "A"), Turn(10, 20, "B")], "g": [Turn(0, 10, "A"), Turn(10, 20, "B")]}
+    hyp = {"f": [Turn(0, 20, "x")], "g": [Turn(0, 20, "x")]}  # one speaker for two: half is confusion
+    assert by_file(score(ref, hyp))["f"]["confusion"] == pytest.approx(0.5)
+    rows = by_file(score(ref, hyp, uem={"f": [(0, 4), (3, 10)]}))  # overlapping regions count once
+    assert rows["f"]["der"] == 0 and rows["f"]["total"] == pytest.approx(10)
+    assert rows["g"]["confusion"] == pytest.approx(0.5) and rows["g"]["total"] == pytest.approx(20)
+    row = score(ref, hyp, uem={"f": [(5, 15)]})[0]
+    assert row["total"] == pytest.approx(10) and row["confusion"] == pytest.approx(0.5)
+
+
+def test_read_uem_groups_regions_by_file_and_names_a_malformed_line(tmp_path):
+    uem = tmp_path / "all.uem"
+    uem.write_text(";; scored regions\nf 1 0.00 10.5\n\ng 1 2 4\r\nf 1 20 30\n")
+    assert read_uem(uem) == {"f": [(0.0, 10.5), (20.0, 30.0)], "g": [(2.0, 4.0)]}
+    for bad in ("f 1 10 5", "f 1 0", "f 1 zero 5", "f 1 0 inf"):
+        uem.write_text(f"g 1 2 4\n{bad}\n")
+        with pytest.raises(ValueError, match=f"{uem}:2: malformed UEM line"):
+            read_uem(uem)
