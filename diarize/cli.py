@@ -30,6 +30,17 @@ def warn(message: str) -> None:
     console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
+def print_table(out: Console, table) -> None:
+    """Print a rich table; into a file or pipe at its natural width (rich's default there, 80 columns, cut
+    file names to "room_rir…")."""
+    if not out.is_terminal:
+        from rich.measure import Measurement
+
+        width = Measurement.get(out, out.options.update(max_width=10 ** 4), table).maximum
+        out = Console(file=out.file, width=max(out.width, width), emoji=False)
+    out.print(table)
+
+
 USAGE = 2  # the exit status of a command line that cannot work, as Click gives for its own checks
 
 
@@ -716,10 +727,10 @@ StartOverOpt = Annotated[bool, typer.Option("--force", "-f", help="Start over in
 @app.command()
 def cluster(
     audio: Annotated[list[Path], typer.Argument(metavar="AUDIO", help="Audio files or folders of them.")],
-    out: Annotated[str, typer.Option("--out", "-o", metavar="FORMAT",
-                                     help="rttm, json, csv, srt or all (each written as "
-                                          "STEM.FORMAT in --out-dir), a path whose suffix names the format, or - "
-                                          "for RTTM on stdout.")] = "rttm",
+    out: Annotated[list[str], typer.Option("--out", "-o", metavar="FORMAT",
+                                           help="rttm, json, csv, srt or all (each written as STEM.FORMAT in "
+                                                "--out-dir), a path whose suffix names the format, or - for "
+                                                "RTTM on stdout; repeatable (-o rttm -o json).")] = ["rttm"],
     out_dir: Annotated[Optional[Path], typer.Option(metavar="DIR",
                                                     help="Folder for outputs named after each input (created "
                                                          "when missing; default: the current folder).")] = None,
@@ -760,20 +771,21 @@ def cluster(
     from .pipeline import PipelineConfig
 
     check_counts(num_speakers, min_speakers, max_speakers)
-    names_a_file = out == "-" or bool(Path(out).suffix)
+    outs = list(dict.fromkeys(out))  # each once, in the order given
+    paths = [o for o in outs if o != "-" and Path(o).suffix]  # outputs named as files, not formats
     if out_dir is not None and str(out_dir) == "-":
         fail("--out-dir -: give a folder (--out - writes RTTM to stdout)", USAGE)
-    if out_dir is not None and names_a_file:
-        warn(f"--out-dir {out_dir} is not used: --out {out} names where the turns go")
+    if out_dir is not None and all(o == "-" or o in paths for o in outs):
+        warn(f"--out-dir {out_dir} is not used: --out {' '.join(outs)} names where the turns go")
     out_dir = out_dir or Path(".")
     files = audio_inputs(audio)
-    if len(files) > 1 and out not in ("-", "all") and Path(out).suffix:
+    if len(files) > 1 and paths:
         fail("--out names one file but several inputs were given: use a format and --out-dir", USAGE)
-    targets = {f: output_targets(f, out, out_dir) for f in files}
+    targets = {f: list(dict.fromkeys(t for o in outs for t in output_targets(f, o, out_dir))) for f in files}
     if plot and plot.suffix.lower() != ".png":
         fail(f"--plot {plot}: the timeline is a PNG: give a path ending in .png", USAGE)
     plots = {f: plot_target(plot, f.stem, len(files) > 1) for f in files} if plot else {}
-    if out == "-":  # one stream: two recordings under one file id could not be told apart in it
+    if "-" in outs:  # one stream: two recordings under one file id could not be told apart in it
         from .writers import rttm_id
 
         ids: dict[str, Path] = {}
@@ -927,7 +939,7 @@ def _summary(rows, references: dict) -> None:
             cells.append(f"{100 * score({r.file_id: ref_turns}, {r.file_id: r.turns})[-1]['der']:.1f}%"
                          if ref_turns is not None else "-")
         table.add_row(*cells)
-    console.print(table)
+    print_table(console, table)
 
 
 @app.command()
@@ -1067,6 +1079,9 @@ def evaluate(
         if whole:
             warn(f"--uem {uem} does not list {len(whole)} of {len(references)} reference files, scored "
                  f"whole: {_ids(whole)}")
+        unused = {k: v for k, v in regions.items() if k not in references}
+        if unused:
+            warn(f"{len(unused)} file ids of --uem {uem} are not in the reference, not used: {_ids(unused)}")
     unscored = [r["file"] for r in rows[:-1] if not r["total"]]  # the last row is the TOTAL
     if unscored:
         left = f" once the collar of {collar:g} s each side is taken out" if collar else ""
@@ -1086,7 +1101,7 @@ def evaluate(
         for r in rows:
             rates = (f"{100 * r[k]:.2f}" for k in ("der", "missed", "false_alarm", "confusion", "jer"))
             table.add_row(escape(r["file"]), *rates, f"{r['ref_speakers']}/{r['hyp_speakers']}")
-        Console().print(table)
+        print_table(Console(), table)
     missing = {k: v for k, v in references.items() if k not in hypotheses}
     if missing:
         warn(f"no hypothesis for {len(missing)} of {len(references)} reference files, scored as all missed: "
@@ -1306,7 +1321,7 @@ def benchmark(
         table.add_row(stage, f"{sec:.2f}", f"{3600 * sec / r['audio_seconds']:.1f}")
     table.add_row("[bold]total", f"[bold]{r['wall_seconds']:.2f}", f"[bold]{r['seconds_per_hour']:.1f}")
     out = console if to_stdout else Console()  # stdout holds the JSON alone
-    out.print(table)
+    print_table(out, table)
     if vad == VAD.silero:
         out.print("silero-vad scores the audio on threads of its own while features and embeddings are "
                   "computed: its time is inside theirs, and speech detection counts only the wait for it",

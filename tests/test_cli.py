@@ -305,11 +305,12 @@ def test_evaluate_uem_scores_its_regions_and_names_the_files_it_leaves_whole(dia
     ref.write_text("SPEAKER m 1 0 10 <NA> <NA> a <NA> <NA>\nSPEAKER m 1 10 10 <NA> <NA> b <NA> <NA>\n"
                    "SPEAKER n 1 0 5 <NA> <NA> a <NA> <NA>\n")
     hyp.write_text("SPEAKER m 1 0 20 <NA> <NA> x <NA> <NA>\nSPEAKER n 1 0 5 <NA> <NA> x <NA> <NA>\n")
-    (tmp_path / "m.uem").write_text("m 1 0 10\n")
+    (tmp_path / "m.uem").write_text("m 1 0 10\nmm 1 0 10\n")
     result = diarize("evaluate", ref, hyp, "--uem", tmp_path / "m.uem", "--json", "-")
     stderr = succeeds(result)
     assert [r["der"] for r in json.loads(result.stdout)] == [0.0, 0.0, 0.0]  # without it, m's DER is 50%
     assert "does not list 1 of 2 reference files, scored whole: n" in stderr.replace("\n", "")
+    assert "1 file ids of --uem" in stderr and "not in the reference, not used: mm" in stderr.replace("\n", "")
 
 
 def test_evaluate_a_uem_that_is_malformed_or_names_no_reference_file_is_an_error(diarize, fails_cleanly, tmp_path):
@@ -572,6 +573,22 @@ def test_the_reference_is_never_overwritten_by_the_turns_found(diarize, fails_cl
 def test_two_inputs_of_one_file_id_are_refused_on_stdout(diarize, fails_cleanly, make_audio, tmp_path):
     a, b = make_audio("clip.wav"), make_audio("clip.flac")
     fails_cleanly(diarize("cluster", a, b, "--out", "-"), "clip.wav", "clip.flac", "file id clip")
+
+
+def test_out_repeated_writes_every_format_named(diarize, succeeds, make_audio, tmp_path):
+    audio = make_audio("a.wav")
+    succeeds(diarize("cluster", audio, "-o", "csv", "-o", "srt", "-o", "csv", "--out-dir", tmp_path, "-q"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "a.srt", "a.wav"]
+    result = diarize("cluster", audio, "-o", "-", "-o", "json", "--out-dir", tmp_path, "-q")
+    assert "SPEAKER a" in succeeds(result) + result.stdout and (tmp_path / "a.json").exists()
+
+
+def test_evaluate_table_in_a_file_keeps_whole_file_ids(diarize, succeeds, tmp_path):
+    ids = [f"conversation_in_a_room_{k:03d}" for k in range(3)]
+    ref = _rttm(tmp_path / "ref.rttm", *ids)
+    result = diarize("evaluate", ref, ref)  # CliRunner's stdout is no terminal: rich would use 80 columns
+    succeeds(result)
+    assert all(i in result.stdout for i in ids), result.stdout
 
 
 def test_an_input_whose_outputs_cannot_all_be_written_keeps_none(diarize, make_audio, tmp_path, monkeypatch):
