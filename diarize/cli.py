@@ -18,7 +18,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 # plain help, as Unix tools print it: rich's boxed tables left the help text a few words a line at 80 columns
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   context_settings={"help_option_names": ["-h", "--help"]})
-console = Console(stderr=True, emoji=False)  # no emoji: ":x:" in a file name stays as it is
+# no emoji: ":x:" in a file name stays as it is; soft wrap: a message in a log is one line (a path that
+# rich broke at 80 columns could not be copied from it)
+console = Console(stderr=True, emoji=False, soft_wrap=True)
+stdout_console = Console(emoji=False, soft_wrap=True)
 
 
 def error(message: str) -> None:
@@ -209,6 +212,16 @@ def terminated_as_interrupted() -> Iterator[list[int]]:
     finally:
         if signal.getsignal(signal.SIGTERM) is handle:  # stopped() may have set the default: it stays
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def say_while_training(bar, task: int | None, event: str, talk: bool) -> None:
+    """A validation round under way shows on the progress bar; the first Ctrl-C is answered at once, since
+    the step in flight, with its validation, can take minutes."""
+    if event == "validating" and task is not None:
+        bar.update(task, info="validating")
+    elif event == "stopping" and talk:
+        console.print("stopping after the step in flight (and its validation, if due); Ctrl-C again stops at "
+                      "once", highlight=False)
 
 
 def not_begun(resume: Path | None, signum: int, note: str = "") -> NoReturn:
@@ -419,7 +432,7 @@ def train(
                 if talk:
                     console.print(f"{split}: {info['speakers']} speakers, {info['files']} files")
                 if info["skipped"]:
-                    console.print(f"[yellow]warning:[/] skipped {len(info['skipped'])} unreadable files:")
+                    console.print(f"[yellow]warning:[/] skipped {len(info['skipped'])} unreadable file(s):")
                     for line in info["skipped"]:
                         console.print(f"  {escape(line)}", highlight=False)
                 if info["dropped"]:
@@ -433,6 +446,8 @@ def train(
                            info=f"loss {info['loss']:.3f} same {info['same_acc']:.2f} diff {info['diff_acc']:.2f}")
             elif event == "warning" and rank0:
                 warn(info["message"])
+            elif event in ("validating", "stopping"):
+                say_while_training(bar, tasks.get("train"), event, talk)
             elif event == "val" and talk:
                 sets = {k[4:]: v for k, v in info.items() if k.startswith("eer_")}
                 each = ", ".join(f"{name} {100 * eer:.2f}" for name, eer in sets.items())
@@ -454,7 +469,7 @@ def train(
     if talk:
         best = summary["best_eer"]
         figure = f"best val EER {100 * best:.2f}%" if best < float("inf") else "no validation"
-        console.print(f"done: {summary['step']} steps in {summary['seconds']:.0f} s; {figure}; "
+        console.print(f"done: {summary['step']} step{'s' * (summary['step'] != 1)} in {summary['seconds']:.0f} s; {figure}; "
                       f"model {escape(str(out / 'best.pt'))}")
 
 
@@ -521,6 +536,8 @@ def train_overlap(
                 bar.update(tasks[name], completed=done, info=f"loss {info['loss']:.3f}" if "loss" in info else "")
                 if event == "features" and done == info["total"]:
                     bar.remove_task(tasks.pop(name))
+            elif event in ("validating", "stopping"):
+                say_while_training(bar, tasks.get("train"), event, True)
             elif event == "val":
                 working = (f"; at {info['threshold']:.2f} precision {info['threshold_precision']:.3f}, recall "
                            f"{info['threshold_recall']:.3f}" if info["threshold"] != info["f1_threshold"] else "")
@@ -1101,7 +1118,7 @@ def evaluate(
         for r in rows:
             rates = (f"{100 * r[k]:.2f}" for k in ("der", "missed", "false_alarm", "confusion", "jer"))
             table.add_row(escape(r["file"]), *rates, f"{r['ref_speakers']}/{r['hyp_speakers']}")
-        print_table(Console(), table)
+        print_table(stdout_console, table)
     missing = {k: v for k, v in references.items() if k not in hypotheses}
     if missing:
         warn(f"no hypothesis for {len(missing)} of {len(references)} reference files, scored as all missed: "
@@ -1128,7 +1145,7 @@ def info(model: ModelOpt = None) -> None:
     from .model import ModelError, available_models, load_checkpoint, model_from_checkpoint, resolve_model_path
     from .overlap import BUNDLED_DETECTOR, detector_from_checkpoint
 
-    out = Console()
+    out = stdout_console
     try:
         path = resolve_model_path(model)
         ckpt = load_checkpoint(path)
@@ -1215,7 +1232,7 @@ def validate(
         fail(f"{e.filename}: {e.strerror}")
     if figures["skipped"]:
         warn(f"skipped {figures['skipped']} unreadable file(s): " + "; ".join(figures["skipped_files"]))
-    out = console if to_stdout else Console()  # stdout holds the JSON alone
+    out = console if to_stdout else stdout_console  # stdout holds the JSON alone
     out.print(f"EER {100 * figures['eer']:.2f}% over {figures['utterances']} utterances of "
               f"{figures['speakers']} speakers ({figures['same_pairs']:,} same-speaker and "
               f"{figures['different_pairs']:,} different-speaker pairs); pair accuracy {figures['pair_accuracy']:.3f}")
@@ -1320,7 +1337,7 @@ def benchmark(
     for stage, sec in r["stages"].items():
         table.add_row(stage, f"{sec:.2f}", f"{3600 * sec / r['audio_seconds']:.1f}")
     table.add_row("[bold]total", f"[bold]{r['wall_seconds']:.2f}", f"[bold]{r['seconds_per_hour']:.1f}")
-    out = console if to_stdout else Console()  # stdout holds the JSON alone
+    out = console if to_stdout else stdout_console  # stdout holds the JSON alone
     print_table(out, table)
     if vad == VAD.silero:
         out.print("silero-vad scores the audio on threads of its own while features and embeddings are "

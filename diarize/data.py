@@ -56,9 +56,12 @@ def list_dataset(source: str | Path) -> Dataset:
         with open(source, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark
             reader = csv.DictReader(f, delimiter=delimiter)
             rows = list(reader)
+            columns = reader.fieldnames or ()  # read from the file: an empty one has none
     except (UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"{source}: not a text manifest ({e})") from None
-    if not {"path", "speaker"} <= set(reader.fieldnames or ()):
+    if not columns:
+        raise DataError(f"{source}: the manifest is empty (it needs a header with 'path' and 'speaker' columns)")
+    if not {"path", "speaker"} <= set(columns):
         raise DataError(f"{source}: a manifest needs a header with 'path' and 'speaker' columns")
     if not rows:
         raise DataError(f"{source}: the manifest lists no files (a header alone)")

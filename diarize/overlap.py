@@ -294,7 +294,7 @@ def train_detector(train_folders: list[Path], val_folders: list[Path], out_dir: 
         save_detector(out_dir / "last.pt", detector, step=step, best=best, running_loss=running, history=history,
                       train_config=dataclasses.asdict(config), data=data, optimizer=optimizer.state_dict())
 
-    started, stop = time.time(), StopRequest()
+    started, stop = time.time(), StopRequest(lambda: hook("stopping"))
     whole = True  # weights, optimiser and step count agree: a state to save
     try:
         while step < config.steps:
@@ -317,6 +317,7 @@ def train_detector(train_folders: list[Path], val_folders: list[Path], out_dir: 
             whole = not due  # a step due for validation is whole once validated and saved
             hook("step", step=step, total=config.steps, loss=running)
             if due:
+                hook("validating", step=step)
                 figures = detection_figures(detector, val_data)
                 record = {"step": step, "loss": running, **figures, "seconds": time.time() - started}
                 history.append(record)

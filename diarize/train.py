@@ -65,10 +65,11 @@ class WorkerDied(RuntimeError):
 
 class StopRequest:
     """Ctrl-C or SIGTERM asks the loop to stop after the step in flight, so the checkpoint it leaves is
-    exactly a completed step; a second Ctrl-C stops at once."""
+    exactly a completed step; a second Ctrl-C stops at once. `on_request` is called at the first, to say so
+    (a step due for validation can take minutes)."""
 
-    def __init__(self):
-        self.requested, self.saved, self.signum = False, {}, signal.SIGINT
+    def __init__(self, on_request: Callable[[], None] | None = None):
+        self.requested, self.saved, self.signum, self.on_request = False, {}, signal.SIGINT, on_request
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self.saved[sig] = signal.signal(sig, self._handle)
@@ -77,6 +78,8 @@ class StopRequest:
         if self.requested:
             raise KeyboardInterrupt
         self.requested, self.signum = True, signum
+        if self.on_request:
+            self.on_request()
 
     def restore(self):
         for sig, handler in self.saved.items():
@@ -240,7 +243,7 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
     hook = hook or (lambda *a, **k: None)
     rank, world = _dist()
     out_dir = Path(out_dir)
-    cache_dir = Path(cache_dir) if cache_dir else out_dir / "features"
+    given_cache, cache_dir = cache_dir, Path(cache_dir) if cache_dir else out_dir / "features"
     # what the run is trained and validated on, kept with it: a resume on other data would compare its best
     # EER across sets
     fingerprints = {"training": data_fingerprint(train_data),
@@ -251,11 +254,17 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
             raise ModelError(f"{resume}: holds no training state to resume (use --init to fine-tune from it)")
         saved = {k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["train_config"].items()}
         config = dataclasses.replace(TrainConfig(**saved), steps=config.steps)
+        if not given_cache and ckpt.get("cache_dir") and Path(ckpt["cache_dir"]).is_dir():
+            cache_dir = Path(ckpt["cache_dir"])  # the run's own feature cache: not built again elsewhere
         for split, now in fingerprints.items():
             started_on = ckpt.get("data", {}).get(split)  # absent from runs saved before it was recorded
             if started_on and now is not None and started_on != now:
                 raise ValueError(f"{resume}: the run was started on other {split} data (speakers or files "
                                  f"differ); resume it with the same DATA and --val, or start a new run")
+        if ckpt["step"] >= config.steps:
+            raise ValueError(f"{resume} is at step {ckpt['step']} already: give --steps above it to train further")
+        if val_data is None and ckpt["best_eer"] < float("inf"):  # else best.pt, the validated model, would be overwritten
+            raise ValueError(f"{resume}: the run was validated; resume it with the same validation data (--val)")
     feed = _Feed(train_data, cache_dir, config)
     # what can be checked without the audio is, before minutes of features: the speakers, the model to
     # start from, the distillation's teacher, the rooms and noises
@@ -291,10 +300,6 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
     if resume:
         encoder = encoder_from_checkpoint(ckpt, resume)
         step, best_eer, history = ckpt["step"], ckpt["best_eer"], list(ckpt["history"])
-        if step >= config.steps:
-            raise ValueError(f"{resume} is at step {step} already: give --steps above it to train further")
-        if val_data is None and best_eer < float("inf"):  # else best.pt, the validated model, would be overwritten
-            raise ValueError(f"{resume}: the run was validated; resume it with the same validation data (--val)")
     elif start_from is not None:
         encoder = start_from
     else:
@@ -316,7 +321,7 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
         extra = {"step": step, "best_eer": best_eer, "history": history, "metrics": metrics,
                  "calibration": calibration,
                  "running_loss": running, "train_config": dataclasses.asdict(config),
-                 "data": fingerprints,
+                 "data": fingerprints, "cache_dir": str(cache_dir.resolve()),
                  "optimizer": optimizer.state_dict()}
         save_checkpoint(out_dir / "last.pt", encoder, **extra)
 
@@ -329,7 +334,7 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
     running, started, metrics = (ckpt.get("running_loss") if resume else None), time.time(), {}
     calibration = ckpt.get("calibration") if resume else None
     uncalibrated = False  # a round has found no calibration and said why
-    stop = StopRequest()
+    stop = StopRequest(lambda: hook("stopping"))
     whole = True  # weights, optimiser, step count and that step's validation agree: a state to save
     batches = _Batches(feed, step, config.steps, s, workers, sampler, acoustics)
     try:
@@ -374,6 +379,7 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
             if (step % 50 == 0 or step == config.steps) and rank == 0:  # the last step too: a short run has a log
                 log({"step": step, "loss": running, **stats, "seconds": time.time() - started})
             if due:
+                hook("validating", step=step)
                 embedded = {}  # this round's window embeddings: the validation set is embedded once
                 metrics = evaluate_sets(encoder, val, device, embedded) if val else {}
                 try:

@@ -70,6 +70,9 @@ def test_a_manifest_saved_by_a_spreadsheet_is_read_and_a_header_alone_is_said_to
     manifest.write_text("path,speaker\n")
     with pytest.raises(DataError, match="lists no files"):
         list_dataset(manifest)
+    manifest.write_text("")
+    with pytest.raises(DataError, match="the manifest is empty"):
+        list_dataset(manifest)
 
 
 def test_split_speakers_holds_out_whole_speakers(tmp_path):

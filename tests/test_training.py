@@ -152,6 +152,47 @@ def test_an_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(few_v
     assert resumed["running_loss"] == pytest.approx(straight["running_loss"], rel=1e-6)  # the logged loss too
 
 
+def test_the_first_ctrl_c_is_answered_at_once_and_a_validation_round_is_announced(few_voices, tmp_path):
+    """A step due for validation can take minutes: the hook hears of the round before it begins, and of a
+    first Ctrl-C as it comes (the command line says it will stop after the step in flight)."""
+    events = []
+    stop = interrupt_at(3, "sigint")
+
+    def hook(event: str, **info) -> None:
+        events.append((event, info.get("step")))
+        stop(event, **info)
+    config = dataclasses.replace(RESUME_CONFIG, val_every=2)
+    data = list_dataset(few_voices)
+    with pytest.raises(TrainingInterrupted):
+        train(data, data, tmp_path / "run", RESUME_ENCODER, config, cache_dir=tmp_path / "cache", hook=hook)
+    names = [e for e, _ in events]
+    assert names.count("stopping") == 1 and names[names.index("stopping") - 1] == "step"
+    assert ("validating", 2) in events and ("validating", 4) not in events
+
+
+def test_resuming_a_validated_run_without_its_validation_data_is_refused_before_any_warning(few_voices, tmp_path):
+    data = list_dataset(few_voices)
+    config = TrainConfig(steps=2, speakers_per_batch=2, windows_per_speaker=2, val_every=1)
+    train(data, data, tmp_path / "run", RESUME_ENCODER, config, cache_dir=tmp_path / "cache")
+    events = []
+    with pytest.raises(ValueError, match="resume it with the same validation data"):
+        train(data, None, tmp_path / "run", RESUME_ENCODER, dataclasses.replace(config, steps=4),
+              cache_dir=tmp_path / "cache", resume=tmp_path / "run" / "last.pt",
+              hook=lambda event, **info: events.append(event))
+    assert events == []  # no calibration warning, no features built: the checkpoint alone decides
+
+
+def test_a_resume_reads_the_feature_cache_its_run_was_started_with(few_voices, tmp_path):
+    data = list_dataset(few_voices)
+    with pytest.raises(TrainingInterrupted):
+        train(data, None, tmp_path / "run", RESUME_ENCODER, RESUME_CONFIG, cache_dir=tmp_path / "cache",
+              hook=interrupt_at(3, "keyboard-interrupt"))
+    events = []
+    train(data, None, tmp_path / "run", RESUME_ENCODER, RESUME_CONFIG, resume=tmp_path / "run" / "last.pt",
+          hook=lambda event, **info: events.append(event))
+    assert not (tmp_path / "run" / "features").exists() and "features" not in events  # nothing computed again
+
+
 def test_batches_drawn_ahead_by_worker_processes_train_the_same_weights(few_voices, tmp_path):
     """With --workers, batches (here speed-perturbed waveforms in rooms and noise) are drawn in other
     processes ahead of their step: the run is the one drawn in the training process, step for step."""
