@@ -351,6 +351,21 @@ def segment_embeddings(windows: Windows, idx: np.ndarray, speech: np.ndarray, se
     return seg_of, np.array(starts), np.array(ends), sums
 
 
+def window_similarities(windows: Windows, idx: np.ndarray, centre: np.ndarray, speakers: np.ndarray,
+                        output_weight: float, chunk: int = 8192) -> np.ndarray:
+    """(len(idx), k) cosine of each window `idx` (centred on the recording's `centre`, and beside its output
+    distribution when `output_weight` > 0: cluster.with_outputs) with each of the `speakers` centroids.
+    Computed a chunk of windows at a time: the window matrices of an hour took over 100 MB."""
+    sims = np.empty((len(idx), len(speakers)))
+    for i in range(0, len(idx), chunk):
+        rows = idx[i: i + chunk]
+        x = normalise(windows.embeddings[rows] - centre.astype(np.float32))
+        if output_weight > 0:
+            x = with_outputs(x, windows.outputs[rows], output_weight)
+        sims[i: i + chunk] = x @ speakers.T
+    return sims
+
+
 def second_speakers(centres: np.ndarray, labels: np.ndarray, sims: np.ndarray, overlapped: np.ndarray,
                     turns: list[Turn], names: list[str], reach: float) -> np.ndarray:
     """For each window, the second speaker of overlapped speech there (len(names): none). Overlap is where
@@ -563,22 +578,23 @@ def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None 
                             f"found {n} speaker{'s' * (n != 1)} at most")
         # embeddings of one recording share a common direction; removing it spreads speakers apart
         centre = seg_emb.mean(axis=0)
-        seg_c, win_c = normalise(seg_emb - centre), normalise(windows.embeddings[idx] - centre.astype(np.float32))
+        seg_c = normalise(seg_emb - centre)
         if calibration is not None:
             calibration = for_recording(calibration, seg_c)  # moved to this recording's similarity scale
         labels = cluster_embeddings(seg_c, config.cluster, num_speakers, min_speakers, max_speakers,
                                     calibration, config.min_cluster_size, seed)
+        weight = 0.0
         if windows.outputs is not None and config.output_weight > 0 and labels.max() > 0:
             # the count stands; who said what is settled on the embeddings and output distributions together
             # (cluster.with_outputs): suite DER 21.9 -> 21.3%, further conversations 22.1 -> 21.2%
+            weight = config.output_weight
             seg_out = np.zeros((len(seg_c), windows.outputs.shape[1]))
             np.add.at(seg_out, seg_of, windows.outputs[idx])
-            seg_c = with_outputs(seg_c, seg_out, config.output_weight)
-            win_c = with_outputs(win_c, windows.outputs[idx], config.output_weight)
+            seg_c = with_outputs(seg_c, seg_out, weight)
             labels = refine(seg_c, labels)
         # resegmentation: every speech window goes to its nearest speaker centroid, the similarities
         # first averaged over `smooth_windows` neighbours so that single stray windows do not flip
-        sims = win_c @ centroids(seg_c, labels).T
+        sims = window_similarities(windows, idx, centre, centroids(seg_c, labels), weight)
         if config.smooth_windows > 1:
             sims = uniform_filter1d(sims, size=config.smooth_windows, axis=0, mode="nearest")
         win_labels = sims.argmax(axis=1)
