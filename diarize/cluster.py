@@ -274,6 +274,19 @@ def with_outputs(x: np.ndarray, outputs: np.ndarray, weight: float) -> np.ndarra
     return fused
 
 
+def pool_neighbours(x: np.ndarray, touching: np.ndarray, weight: float) -> np.ndarray:
+    """Each row plus `weight` x each neighbour it touches (`touching[i]`: rows i and i + 1 are consecutive
+    segments of one stretch of speech), normalised. A 1.2 s segment's embedding is noisy; a stretch of speech
+    is mostly one speaker's. Told the count, the partition on pooled segments gets suite DER 22.9 -> 21.8%
+    (further conversations 19.8 -> 18.8%); refining the estimated count's speakers on them, 21.2 -> 21.1%."""
+    if weight == 0 or len(x) < 2:
+        return x
+    pooled = x.astype(np.float64)  # a copy
+    pooled[:-1] += weight * x[1:] * touching[:, None]
+    pooled[1:] += weight * x[:-1] * touching[:, None]
+    return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+
+
 def refine(x: np.ndarray, labels: np.ndarray, rounds: int = REFINE_ROUNDS) -> np.ndarray:
     """Each point to its nearest centroid, `rounds` times or until nothing moves; a pass that would leave a
     speaker without points is not taken (the count stays what it was found to be)."""

@@ -20,7 +20,7 @@ from scipy.ndimage import binary_dilation, uniform_filter1d
 from .audio import (AudioError, Decoding, audio_duration, audio_warnings, load_audio_header, stream_audio,
                     stream_log_mel)
 from .calibration import Calibration, for_recording, normalise
-from .cluster import centroids, cluster_embeddings, refine, with_outputs
+from .cluster import centroids, cluster_embeddings, pool_neighbours, refine, with_outputs
 from .hparams import FRAME_SECONDS, WINDOW_FRAMES, WINDOW_SECONDS
 from .model import SpeakerEncoder, load_model
 from .overlap import OverlapDetector, load_detector
@@ -57,6 +57,8 @@ class PipelineConfig:
     max_pause: float = 0.8  # seconds: a speaker's pause this short stays inside the turn (as annotators mark it)
     output_weight: float = 0.75  # once the count is found, speakers are refined on the embeddings and the
     # encoder's output distributions together, this share on the outputs (0: embeddings alone); see cluster.py
+    neighbour_weight: float = 0.25  # who said what (not the count) is settled on each segment pooled with the
+    # segments touching it in its stretch of speech, at this weight (0: each alone); see cluster.pool_neighbours
     overlap: bool = True  # overlapped speech (overlap.py's detector) gets a second speaker
     min_overlap: float = 0.2  # seconds: shorter stretches of overlap are not given a second speaker
     overlap_reach: float = 0.5  # seconds: ...and only one whose own turn comes at least this close
@@ -74,7 +76,7 @@ class PipelineConfig:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} {value!r}: a whole number, 1 or more")
         for name in ("window_hop", "segment_seconds", "noisy_segment_seconds", "energy_threshold",
-                     "silero_threshold", "output_weight", "min_speech", "min_silence", "min_turn", "speech_pad",
+                     "silero_threshold", "output_weight", "neighbour_weight", "min_speech", "min_silence", "min_turn", "speech_pad",
                      "max_pause", "min_overlap", "overlap_reach", "chunk_seconds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not np.isfinite(value):
@@ -581,7 +583,12 @@ def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None 
         seg_c = normalise(seg_emb - centre)
         if calibration is not None:
             calibration = for_recording(calibration, seg_c)  # moved to this recording's similarity scale
-        labels = cluster_embeddings(seg_c, config.cluster, num_speakers, min_speakers, max_speakers,
+        touching = np.isclose(seg_end[:-1], seg_start[1:])  # consecutive segments of one stretch of speech
+        # a count given is partitioned on the pooled segments; an estimated one on the segments as the
+        # calibration read them (pooled, one voice's splits would be judged on another scale)
+        labels = cluster_embeddings(seg_c if num_speakers is None else
+                                    pool_neighbours(seg_c, touching, config.neighbour_weight),
+                                    config.cluster, num_speakers, min_speakers, max_speakers,
                                     calibration, config.min_cluster_size, seed)
         weight = 0.0
         if windows.outputs is not None and config.output_weight > 0 and labels.max() > 0:
@@ -591,7 +598,7 @@ def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None 
             seg_out = np.zeros((len(seg_c), windows.outputs.shape[1]))
             np.add.at(seg_out, seg_of, windows.outputs[idx])
             seg_c = with_outputs(seg_c, seg_out, weight)
-            labels = refine(seg_c, labels)
+            labels = refine(pool_neighbours(seg_c, touching, config.neighbour_weight), labels)
         # resegmentation: every speech window goes to its nearest speaker centroid, the similarities
         # first averaged over `smooth_windows` neighbours so that single stray windows do not flip
         sims = window_similarities(windows, idx, centre, centroids(seg_c, labels), weight)

@@ -403,6 +403,7 @@ def test_a_batch_of_no_windows_is_refused():
     (dict(segment_seconds=0), "segment_seconds 0: above 0"),
     (dict(min_turn=-1), "min_turn -1: 0 or more"),
     (dict(silero_threshold=1.5), "silero_threshold 1.5: a share, between 0 and 1"),
+    (dict(neighbour_weight=-0.5), "neighbour_weight -0.5: 0 or more"),
     (dict(overlap="no"), "overlap 'no': True or False"),
     (dict(vad="webrtc"), "unknown speech detector 'webrtc'"),
     (dict(cluster="kmeans"), "unknown clustering method 'kmeans'"),
@@ -600,6 +601,39 @@ def test_refining_moves_points_to_their_nearest_speaker_and_never_loses_one():
         x = normalise(rng.normal(size=(12, 3)))
         labels = np.r_[np.arange(4), rng.integers(0, 4, 8)]
         assert len(np.unique(refine(x, labels))) == 4
+
+
+def test_pooling_mixes_each_segment_with_the_ones_it_touches_only():
+    from diarize.cluster import pool_neighbours
+
+    x = normalise(np.random.default_rng(0).normal(size=(4, 8)))
+    pooled = pool_neighbours(x, np.array([True, False, True]), 0.5)  # two stretches: segments 0-1 and 2-3
+    for row, expected in zip(pooled, (x[0] + 0.5 * x[1], x[1] + 0.5 * x[0], x[2] + 0.5 * x[3], x[3] + 0.5 * x[2])):
+        assert np.allclose(row, expected / np.linalg.norm(expected))
+    assert pool_neighbours(x, np.array([True, False, True]), 0.0) is x
+
+
+def test_told_the_count_a_segment_unlike_its_stretch_of_speech_goes_with_it_when_pooled():
+    from diarize.pipeline import Windows
+
+    x, _ = blobs([1, 1], spread=0.0, seed=3)
+    start = np.arange(0, 21.6, 0.2)
+    centre = start + 0.2
+    odd = (centre >= 4.8) & (centre < 6.0)  # one segment of A's stretch (1-11 s) that looks more like B
+    emb = np.where((centre < 12)[:, None], x[0], x[1])
+    emb[odd] = 0.46 * x[0] + 0.54 * x[1]
+    energy = np.full(2200, -90.0)
+    speech = (np.arange(2200) >= 100) & (np.arange(2200) < 1100) | (np.arange(2200) >= 1300) & (np.arange(2200) < 2100)
+    energy[speech] = -20 + np.random.default_rng(0).normal(0, 1, 1800)
+    windows = Windows(normalise(emb).astype(np.float32), start, energy, 2200, 22.0)
+
+    def with_first(weight):
+        segments = diarize_windows(windows, "rec", num_speakers=2,
+                                   config=PipelineConfig(vad="energy", neighbour_weight=weight)).segments
+        at = np.flatnonzero((segments["start"] <= 5.4) & (segments["end"] > 5.4))[0]
+        return segments["labels"][at] == segments["labels"][0]
+
+    assert not with_first(0.0) and with_first(0.25)
 
 
 def test_the_output_distributions_settle_who_spoke_where_the_embeddings_cannot_tell():
