@@ -469,7 +469,8 @@ def train(
     if talk:
         best = summary["best_eer"]
         figure = f"best val EER {100 * best:.2f}%" if best < float("inf") else "no validation"
-        console.print(f"done: {summary['step']} step{'s' * (summary['step'] != 1)} in {summary['seconds']:.0f} s; {figure}; "
+        taken = summary["step"]
+        console.print(f"done: {taken} step{'s' * (taken != 1)} in {summary['seconds']:.0f} s; {figure}; "
                       f"model {escape(str(out / 'best.pt'))}")
 
 
@@ -1112,7 +1113,8 @@ def evaluate(
     records = [{k: v if isinstance(v, (str, int)) else float(v) for k, v in r.items()} for r in rows]
     if not to_stdout:
         within = f", inside the regions of {escape(str(uem))}" if uem else ""
-        table = Table(title=f"collar {collar:g} s each side, overlap {'skipped' if skip_overlap else 'scored'}{within}")
+        overlap = "skipped" if skip_overlap else "scored"
+        table = Table(title=f"collar {collar:g} s each side, overlap {overlap}{within}")
         for col in ("file", "DER %", "missed %", "false alarm %", "confusion %", "JER %", "speakers ref/hyp"):
             table.add_column(col, justify="right" if col != "file" else "left")
         for r in rows:

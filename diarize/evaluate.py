@@ -69,8 +69,8 @@ def score(reference: dict[str, list[Turn]], hypothesis: dict[str, list[Turn]], c
     missing from `hypothesis` is scored as all missed; hypothesis files absent from the reference are
     ignored. `collar` is pyannote's TOTAL collar in seconds: collar=0.5 ignores 0.25 s on each side of
     every reference boundary. `skip_overlap` leaves out regions where reference speakers overlap. `uem`
-(file id -> (start, end) regions, as `read_uem` gives) limits scoring to those regions; a file it does
-not list is scored over the extent of its reference and hypothesis together.
+    (file id -> (start, end) regions, as `read_uem` gives) limits scoring to those regions; a file it does
+    not list is scored over the extent of its reference and hypothesis together.
 
     Each row: file, der, missed, false_alarm, confusion (fractions of the scored reference speech),
     total (scored reference speech, seconds, after collar and overlap removal), jer, ref_speakers,

@@ -76,8 +76,8 @@ class PipelineConfig:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} {value!r}: a whole number, 1 or more")
         for name in ("window_hop", "segment_seconds", "noisy_segment_seconds", "energy_threshold",
-                     "silero_threshold", "output_weight", "neighbour_weight", "min_speech", "min_silence", "min_turn", "speech_pad",
-                     "max_pause", "min_overlap", "overlap_reach", "chunk_seconds"):
+                     "silero_threshold", "output_weight", "neighbour_weight", "min_speech", "min_silence",
+                     "min_turn", "speech_pad", "max_pause", "min_overlap", "overlap_reach", "chunk_seconds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not np.isfinite(value):
                 raise ValueError(f"{name} {value!r}: a number")

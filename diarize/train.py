@@ -263,7 +263,7 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
                                  f"differ); resume it with the same DATA and --val, or start a new run")
         if ckpt["step"] >= config.steps:
             raise ValueError(f"{resume} is at step {ckpt['step']} already: give --steps above it to train further")
-        if val_data is None and ckpt["best_eer"] < float("inf"):  # else best.pt, the validated model, would be overwritten
+        if val_data is None and ckpt["best_eer"] < float("inf"):  # else best.pt, the validated model, is overwritten
             raise ValueError(f"{resume}: the run was validated; resume it with the same validation data (--val)")
     feed = _Feed(train_data, cache_dir, config)
     # what can be checked without the audio is, before minutes of features: the speakers, the model to
