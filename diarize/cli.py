@@ -8,7 +8,7 @@ import re
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated, Iterator, NoReturn, Optional
+from typing import Annotated, Iterable, Iterator, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -217,8 +217,8 @@ def terminated_as_interrupted() -> Iterator[list[int]]:
 def say_while_training(bar, task: int | None, event: str, talk: bool) -> None:
     """A validation round under way shows on the progress bar; the first Ctrl-C is answered at once, since
     the step in flight, with its validation, can take minutes."""
-    if event == "validating" and task is not None:
-        bar.update(task, info="validating")
+    if event in ("validating", "val") and task is not None:
+        bar.update(task, info="validating" if event == "validating" else "")
     elif event == "stopping" and talk:
         console.print("stopping after the step in flight (and its validation, if due); Ctrl-C again stops at "
                       "once", highlight=False)
@@ -449,6 +449,7 @@ def train(
             elif event in ("validating", "stopping"):
                 say_while_training(bar, tasks.get("train"), event, talk)
             elif event == "val" and talk:
+                say_while_training(bar, tasks.get("train"), event, talk)
                 sets = {k[4:]: v for k, v in info.items() if k.startswith("eer_")}
                 each = ", ".join(f"{name} {100 * eer:.2f}" for name, eer in sets.items())
                 each = f" (mean of {each})" if len(sets) > 1 else ""
@@ -540,6 +541,7 @@ def train_overlap(
             elif event in ("validating", "stopping"):
                 say_while_training(bar, tasks.get("train"), event, True)
             elif event == "val":
+                say_while_training(bar, tasks.get("train"), event, True)
                 working = (f"; at {info['threshold']:.2f} precision {info['threshold_precision']:.3f}, recall "
                            f"{info['threshold_recall']:.3f}" if info["threshold"] != info["f1_threshold"] else "")
                 console.print(f"step {info['step']}: overlap F1 {info['f1']:.3f} (precision "
@@ -632,6 +634,17 @@ def output_targets(audio: Path, out: str, out_dir: Path) -> list[tuple[str, str]
     if fmt not in FORMATS:
         fail(f"--out {out!r}: give a format ({', '.join(FORMATS)}, all), a path ending in one, or -", USAGE)
     return [(out, fmt)]
+
+
+def unique_targets(targets: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Each output once, however it is spelt (`-o rttm -o ./a.rttm` name one file)."""
+    seen, out = set(), []
+    for path, fmt in targets:
+        key = path if path == "-" else os.path.abspath(path)
+        if key not in seen:
+            seen.add(key)
+            out.append((path, fmt))
+    return out
 
 
 def check_counts(num_speakers: Optional[int], min_speakers: int, max_speakers: Optional[int]) -> None:
@@ -799,7 +812,7 @@ def cluster(
     files = audio_inputs(audio)
     if len(files) > 1 and paths:
         fail("--out names one file but several inputs were given: use a format and --out-dir", USAGE)
-    targets = {f: list(dict.fromkeys(t for o in outs for t in output_targets(f, o, out_dir))) for f in files}
+    targets = {f: unique_targets(t for o in outs for t in output_targets(f, o, out_dir)) for f in files}
     if plot and plot.suffix.lower() != ".png":
         fail(f"--plot {plot}: the timeline is a PNG: give a path ending in .png", USAGE)
     plots = {f: plot_target(plot, f.stem, len(files) > 1) for f in files} if plot else {}

@@ -30,7 +30,7 @@ def read_uem(path: str | Path) -> dict[str, list[tuple[float, float]]]:
     `;;` comments skipped); a malformed line raises ValueError naming file and line."""
     out: dict[str, list[tuple[float, float]]] = {}
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()  # -sig: an editor's byte-order mark
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not a UEM file (not UTF-8 text)") from None
     for n, line in enumerate(lines, start=1):
@@ -46,6 +46,8 @@ def read_uem(path: str | Path) -> dict[str, list[tuple[float, float]]]:
         except ValueError as e:
             raise ValueError(f"{path}:{n}: malformed UEM line {line.strip()!r}: {e}") from None
         out.setdefault(fields[0], []).append((start, end))
+    if not out:
+        raise ValueError(f"{path}: lists no regions (expected lines 'file channel start end')")
     return out
 
 
@@ -93,7 +95,7 @@ def score(reference: dict[str, list[Turn]], hypothesis: dict[str, list[Turn]], c
             scored = Timeline([extent] if extent else [], uri=file_id)
         c = der_metric(ref, hyp, uem=scored, detailed=True)
         jer = jer_metric(ref, hyp, uem=scored)
-        speakers = len(ref.labels()), len(hyp.labels())
+        speakers = len(ref.crop(scored).labels()), len(hyp.crop(scored).labels())  # those scored
         n_ref, n_hyp = n_ref + speakers[0], n_hyp + speakers[1]
         rows.append(_row(file_id, c["diarization error rate"], jer, c, *speakers))
     rows.append(_row("TOTAL", abs(der_metric), abs(jer_metric), der_metric.accumulated_, n_ref, n_hyp))

@@ -84,7 +84,7 @@ class PipelineConfig:
             positive = name in ("segment_seconds", "noisy_segment_seconds", "chunk_seconds")
             if value < 0 or (positive and value <= 0):
                 raise ValueError(f"{name} {value:g}: {'above 0' if positive else '0 or more'}")
-        for name in ("energy_threshold", "silero_threshold", "output_weight"):
+        for name in ("energy_threshold", "silero_threshold", "output_weight", "neighbour_weight"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} {getattr(self, name):g}: a share, between 0 and 1")
         if not isinstance(self.overlap, (bool, np.bool_)):  # "no" would be true
@@ -583,7 +583,7 @@ def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None 
         seg_c = normalise(seg_emb - centre)
         if calibration is not None:
             calibration = for_recording(calibration, seg_c)  # moved to this recording's similarity scale
-        touching = np.isclose(seg_end[:-1], seg_start[1:])  # consecutive segments of one stretch of speech
+        touching = seg_end[:-1] == seg_start[1:]  # consecutive segments of one stretch (one formula gives both)
         # a count given is partitioned on the pooled segments; an estimated one on the segments as the
         # calibration read them (pooled, one voice's splits would be judged on another scale)
         labels = cluster_embeddings(seg_c if num_speakers is None else

@@ -581,6 +581,9 @@ def test_out_repeated_writes_every_format_named(diarize, succeeds, make_audio, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "a.srt", "a.wav"]
     result = diarize("cluster", audio, "-o", "-", "-o", "json", "--out-dir", tmp_path, "-q")
     assert "SPEAKER a" in succeeds(result) + result.stdout and (tmp_path / "a.json").exists()
+    (tmp_path / "a.json").unlink()
+    succeeds(diarize("cluster", audio, "-o", "json", "-o", tmp_path / "." / "a.json", "--out-dir", tmp_path, "-q"))
+    assert (tmp_path / "a.json").exists()  # one file, however it is spelt
 
 
 def test_evaluate_table_in_a_file_keeps_whole_file_ids(diarize, succeeds, tmp_path):

@@ -91,12 +91,18 @@ def test_a_uem_limits_scoring_to_its_regions_and_files_it_omits_are_scored_whole
     assert rows["g"]["confusion"] == pytest.approx(0.5) and rows["g"]["total"] == pytest.approx(20)
     row = score(ref, hyp, uem={"f": [(5, 15)]})[0]
     assert row["total"] == pytest.approx(10) and row["confusion"] == pytest.approx(0.5)
+    assert rows["f"]["ref_speakers"] == 1 and rows["g"]["ref_speakers"] == 2  # the speakers scored
 
 
 def test_read_uem_groups_regions_by_file_and_names_a_malformed_line(tmp_path):
     uem = tmp_path / "all.uem"
     uem.write_text(";; scored regions\nf 1 0.00 10.5\n\ng 1 2 4\r\nf 1 20 30\n")
     assert read_uem(uem) == {"f": [(0.0, 10.5), (20.0, 30.0)], "g": [(2.0, 4.0)]}
+    uem.write_bytes("\ufefff 1 0 5\n".encode())  # an editor's byte-order mark is not part of the file id
+    assert read_uem(uem) == {"f": [(0.0, 5.0)]}
+    uem.write_text(";; nothing\n\n")
+    with pytest.raises(ValueError, match="lists no regions"):
+        read_uem(uem)
     for bad in ("f 1 10 5", "f 1 0", "f 1 zero 5", "f 1 0 inf"):
         uem.write_text(f"g 1 2 4\n{bad}\n")
         with pytest.raises(ValueError, match=f"{uem}:2: malformed UEM line"):

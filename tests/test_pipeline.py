@@ -404,6 +404,7 @@ def test_a_batch_of_no_windows_is_refused():
     (dict(min_turn=-1), "min_turn -1: 0 or more"),
     (dict(silero_threshold=1.5), "silero_threshold 1.5: a share, between 0 and 1"),
     (dict(neighbour_weight=-0.5), "neighbour_weight -0.5: 0 or more"),
+    (dict(neighbour_weight=2), "neighbour_weight 2: a share, between 0 and 1"),
     (dict(overlap="no"), "overlap 'no': True or False"),
     (dict(vad="webrtc"), "unknown speech detector 'webrtc'"),
     (dict(cluster="kmeans"), "unknown clustering method 'kmeans'"),
