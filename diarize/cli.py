@@ -828,7 +828,10 @@ def cluster(
     if ref:
         read = {os.path.realpath(p) for p in (ref.glob("*.rttm") if ref.is_dir() else [ref])}
         for f in files:
-            for p in [p for p, _ in targets[f] if p != "-"]:
+            paths = [p for p, _ in targets[f]]
+            if skip_existing and "-" not in paths and all(Path(p).exists() for p in paths):
+                continue  # left out as done (check_outputs): nothing of it is written
+            for p in [p for p in paths if p != "-"]:
                 if os.path.realpath(p) in read:
                     fail(f"{p} is read as --ref and would be overwritten by the turns found: write them "
                          f"elsewhere (--out-dir)", USAGE)

@@ -568,6 +568,9 @@ def test_the_reference_is_never_overwritten_by_the_turns_found(diarize, fails_cl
     assert result.exit_code == 2
     assert ref.read_text() == EXAMPLE_RTTM.read_text()
     fails_cleanly(diarize("cluster", audio, "--out-dir", tmp_path, "--ref", tmp_path, "--force"), "--ref")
+    # an input left out as done writes nothing: its reference among the outputs is no clash
+    result = diarize("cluster", audio, "--out-dir", tmp_path, "--ref", ref, "--skip-existing")
+    assert result.exit_code == 0 and "nothing to do" in result.stderr and ref.read_text() == EXAMPLE_RTTM.read_text()
 
 
 def test_two_inputs_of_one_file_id_are_refused_on_stdout(diarize, fails_cleanly, make_audio, tmp_path):
