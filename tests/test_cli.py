@@ -497,7 +497,8 @@ def test_end_to_end_a_bad_model_with_workers_fails_at_once_instead_of_hanging(ma
     assert proc.stderr.startswith(f"error: {bad}: ") and len(proc.stderr.splitlines()) == 1
 
 
-def test_a_worker_killed_in_the_middle_of_a_batch_costs_no_file_and_no_hang(tiny_model, make_audio, monkeypatch):
+def test_a_worker_killed_in_the_middle_of_a_batch_costs_no_file_and_no_hang(tiny_model, make_audio, voices,
+                                                                           monkeypatch):
     """A worker killed once (by hand, or by the kernel for another process's memory): the files not yet
     done are diarized again, and every result comes back, in input order."""
     import multiprocessing
@@ -508,7 +509,9 @@ def test_a_worker_killed_in_the_middle_of_a_batch_costs_no_file_and_no_hang(tiny
 
     pools, real = [], runner.ProcessPoolExecutor
     monkeypatch.setattr(runner, "ProcessPoolExecutor", lambda *args: pools.append(args[0]) or real(*args))
-    files = [make_audio(f"f{i}.wav") for i in range(6)]
+    # the first file short, the others 30 s: files are still in flight when the first result is in
+    long = voices(seconds=30.0)
+    files = [make_audio(f"f{i}.wav", None if i == 0 else long) for i in range(6)]
     config = {"config": {"overlap": False}}
     results = []
     for path, result in runner.diarize_files(files, str(tiny_model), "cpu", config, workers=2):
