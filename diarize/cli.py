@@ -680,8 +680,7 @@ def check_outputs(targets: dict[Path, list[str]], force: bool, skip_existing: bo
             check_writable(Path(p))
             if Path(p).exists():
                 existing.setdefault(source, []).append(p)
-    # an input that also writes to stdout is never done: its turns are wanted there again
-    done = [f for f, paths in targets.items() if "-" not in paths and existing.get(f) == paths]
+    done = [f for f, paths in targets.items() if left_as_done(paths)]
     if skip_existing:
         existing = {f: paths for f, paths in existing.items() if f not in done}
     if existing and not force:
@@ -690,6 +689,12 @@ def check_outputs(targets: dict[Path, list[str]], force: bool, skip_existing: bo
                  else f"{clashes[0]} exists")
         fail(f"{which}; use --force to overwrite{'' if skip_existing else ', or --skip-existing to keep whole ones'}")
     return [f for f in targets if not (skip_existing and f in done)]
+
+
+def left_as_done(paths: list[str]) -> bool:
+    """Whether --skip-existing leaves an input out: all its outputs exist. One that also writes to stdout
+    is never done: its turns are wanted there again."""
+    return "-" not in paths and all(Path(p).exists() for p in paths)
 
 
 def read_problem(e: OSError) -> str:
@@ -825,19 +830,18 @@ def cluster(
                 fail(f"{ids[rttm_id(f.stem)]} and {f} would both be file id {rttm_id(f.stem)} in --out -; "
                      f"give them separate runs", USAGE)
             ids[rttm_id(f.stem)] = f
+    outputs = {f: [p for p, _ in targets[f]] + ([str(plots[f])] if plot else []) for f in files}
     if ref:
         read = {os.path.realpath(p) for p in (ref.glob("*.rttm") if ref.is_dir() else [ref])}
         for f in files:
-            paths = [p for p, _ in targets[f]]
-            if skip_existing and "-" not in paths and all(Path(p).exists() for p in paths):
-                continue  # left out as done (check_outputs): nothing of it is written
-            for p in [p for p in paths if p != "-"]:
+            if skip_existing and left_as_done(outputs[f]):
+                continue  # nothing of it is written
+            for p in [p for p, _ in targets[f] if p != "-"]:
                 if os.path.realpath(p) in read:
                     fail(f"{p} is read as --ref and would be overwritten by the turns found: write them "
                          f"elsewhere (--out-dir)", USAGE)
     given = len(files)
-    files = check_outputs({f: [p for p, _ in targets[f]] + ([str(plots[f])] if plot else []) for f in files},
-                          force, skip_existing)
+    files = check_outputs(outputs, force, skip_existing)
     if len(files) < given and not quiet:
         console.print(f"skipping {given - len(files)} of {given} inputs, whose outputs exist"
                       + ("" if files else ": nothing to do"))

@@ -574,6 +574,11 @@ def test_the_reference_is_never_overwritten_by_the_turns_found(diarize, fails_cl
     # an input left out as done writes nothing: its reference among the outputs is no clash
     result = diarize("cluster", audio, "--out-dir", tmp_path, "--ref", ref, "--skip-existing")
     assert result.exit_code == 0 and "nothing to do" in result.stderr and ref.read_text() == EXAMPLE_RTTM.read_text()
+    # ...but one whose timeline is missing is done again: its turns would overwrite the reference
+    result = diarize("cluster", audio, "--out-dir", tmp_path, "--ref", ref, "--plot", tmp_path / "t.png",
+                     "--skip-existing", "--force")
+    fails_cleanly(result, "meeting.rttm", "--ref")
+    assert ref.read_text() == EXAMPLE_RTTM.read_text()
 
 
 def test_two_inputs_of_one_file_id_are_refused_on_stdout(diarize, fails_cleanly, make_audio, tmp_path):
