@@ -18,6 +18,14 @@ from .hparams import FMAX, FMIN, HOP_LENGTH, LOG_FLOOR, N_FFT, N_MELS, SAMPLE_RA
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au"}  # what folders are searched for
 
 
+def audio_files_in(folder: str | Path) -> list[Path]:
+    """The audio files under `folder`, recursively, in path order; hidden files and folders (a dot first:
+    macOS's ._ copies beside each file, editors' and tools' own) are left out, as shells leave them."""
+    folder = Path(folder)
+    return sorted(f for f in folder.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file()
+                  and not any(part.startswith(".") for part in f.relative_to(folder).parts))
+
+
 class AudioError(ValueError):
     """An input that cannot be read as audio; the message names the file and the reason."""
 
@@ -181,6 +189,8 @@ def load_audio_header(path: Path) -> sf._SoundFileInfo:
         raise AudioError(f"{path}: is a folder, not an audio file")
     if not path.is_file():  # the header is read first, then the samples: a pipe would be gone by then
         raise AudioError(f"{path}: not a regular file (a pipe or a device); save the audio to a file first")
+    if not path.stat().st_size:  # libsndfile would say "Format not recognised"
+        raise AudioError(f"{path}: empty file (0 bytes)")
     try:
         info = sf.info(str(path))
     except Exception as e:

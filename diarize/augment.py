@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import AUDIO_SUFFIXES, AudioError, load_audio, log_mel
+from .audio import AudioError, audio_files_in, load_audio, log_mel
 from .hparams import FMAX, FMIN, HOP_LENGTH, N_FFT, N_MELS, SAMPLE_RATE, WINDOW_FRAMES
 
 PRE_ROLL = 3200  # samples (0.2 s) read before each window: what the room still rings with
@@ -24,7 +24,7 @@ MAX_IR = SAMPLE_RATE  # impulse responses cut to 1 s: the tail beyond is below t
 
 
 def _audio_files(dirs: list[Path]) -> list[Path]:
-    files = [f for d in dirs for f in sorted(Path(d).rglob("*")) if f.suffix.lower() in AUDIO_SUFFIXES]
+    files = [f for d in dirs for f in audio_files_in(d)]
     if dirs and not files:
         raise ValueError(f"no audio files in {', '.join(map(str, dirs))}")
     return files

@@ -603,12 +603,12 @@ HopOpt = Annotated[float, typer.Option(metavar="SECONDS", min=0.01, max=0.4,
 
 def audio_inputs(paths: list[Path]) -> list[Path]:
     """Files as given, and the audio files inside any folder (recursively, sorted)."""
-    from .audio import AUDIO_SUFFIXES
+    from .audio import audio_files_in
 
     out = []
     for p in paths:
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file())
+            found = audio_files_in(p)
             if not found:
                 fail(f"{p}: no audio files in this folder")
             out += found
@@ -905,8 +905,6 @@ def _load_references(ref: Path) -> dict:
         fail(f"--ref {read_problem(e)}")
     except ValueError as e:
         fail(f"--ref {e}")
-    if not references:
-        warn(f"--ref {ref}: no SPEAKER lines: nothing is scored")
     return references
 
 
@@ -982,6 +980,7 @@ def _summary(rows, references: dict) -> None:
 
 @app.command()
 def embed(
+    ctx: typer.Context,
     audio: Annotated[list[Path], typer.Argument(metavar="AUDIO", help="Audio files or folders of them.")],
     out: Annotated[Path, typer.Option("--out", "-o", metavar="FILE", help="Output .npz or .json.")],
     level: Annotated[Level, typer.Option(help="window: every 0.4 s window; segment: clustered segments; "
@@ -1023,6 +1022,11 @@ def embed(
     check_counts(num_speakers, min_speakers, max_speakers)
     if level in (Level.window, Level.file) and (num_speakers or min_speakers > 1 or max_speakers):
         warn(f"the speaker count options are not used at --level {level.value}")
+    unused = [opt for opt, param, idle in (("--vad", "vad", level == Level.window),
+                                           ("--cluster", "method", level in (Level.window, Level.file)))
+              if idle and ctx.get_parameter_source(param).name == "COMMANDLINE"]
+    if unused:
+        warn(f"{' and '.join(unused)} {'is' if len(unused) == 1 else 'are'} not used at --level {level.value}")
     check_target(out, force)
     files = audio_inputs(audio)
     unreadable = []
@@ -1100,8 +1104,6 @@ def evaluate(
     to_stdout = check_json_target(json_out, force)
     try:
         references, hypotheses = load_rttms_warning(ref, str(ref)), load_rttms_warning(hyp, str(hyp))
-        if not references:
-            fail(f"{ref}: no SPEAKER lines: nothing to score against")
         if hypotheses and not set(references) & set(hypotheses):
             fail(f"no file id of {hyp} is one of {ref}: {_ids(hypotheses)} against {_ids(references)}")
         regions = read_uem(uem) if uem else None
@@ -1182,8 +1184,6 @@ def info(model: ModelOpt = None) -> None:
         fail(str(e))
     out.print(f"[bold]model[/] {escape(str(encoder.source))} ({encoder.source.stat().st_size / 1e6:.1f} MB, "
               f"{sum(p.numel() for p in encoder.parameters()):,} parameters)")
-    out.print(f"[bold]available[/] {escape(', '.join(available_models())) or '-'}", soft_wrap=True)
-    out.print(f"[bold]overlap detector[/] {BUNDLED_DETECTOR} (cluster; off with --no-overlap)", soft_wrap=True)
     for k, v in vars(encoder.config).items():
         out.print(f"  {k}: {v}")
     _print_fields(out, encoder.metrics)
@@ -1194,6 +1194,9 @@ def info(model: ModelOpt = None) -> None:
         fields = encoder.calibration.as_dict()
         fields["split_silhouettes"] = " / ".join(f"{e:.4f}" for e in fields["split_silhouettes"]) or "not measured"
         _print_fields(out, fields)
+    # after the encoder's own lines, so that its figures stand under it and not under the detector
+    out.print(f"[bold]available[/] {escape(', '.join(available_models())) or '-'}", soft_wrap=True)
+    out.print(f"[bold]overlap detector[/] {BUNDLED_DETECTOR} (cluster; off with --no-overlap)", soft_wrap=True)
 
 
 def _print_fields(out: Console, fields: dict) -> None:
@@ -1327,10 +1330,14 @@ def benchmark(
     from rich.table import Table
 
     from .benchmark import make_recording, run_benchmark
-    from .model import ModelError
+    from .model import ModelError, pick_device
     from .pipeline import PipelineConfig
 
     to_stdout = check_json_target(json_out, force)
+    try:
+        pick_device(device)  # before minutes of building a recording that could not be timed
+    except ValueError as e:
+        fail(str(e))
     if audio is not None and ctx.get_parameter_source("minutes").name == "COMMANDLINE":
         warn(f"--minutes is not used: {audio} is timed as it is")
     if threads:

@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .audio import AUDIO_SUFFIXES, AudioError, load_audio, log_mel
+from .audio import AudioError, audio_files_in, load_audio, log_mel
 from .hparams import FMAX, FMIN, HOP_LENGTH, N_FFT, N_MELS, SAMPLE_RATE, WINDOW_FRAMES
 
 EXTRA_FRAMES = 8  # drawn beyond a window so that speed perturbation has frames to stretch into
@@ -43,11 +43,10 @@ def list_dataset(source: str | Path) -> Dataset:
         raise DataError(f"{source}: no such file or folder")
     if source.is_dir():
         paths, speakers = [], []
-        for spk_dir in sorted(p for p in source.iterdir() if p.is_dir()):
-            for f in sorted(spk_dir.rglob("*")):
-                if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file():
-                    paths.append(f)
-                    speakers.append(spk_dir.name)
+        for spk_dir in sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for f in audio_files_in(spk_dir):
+                paths.append(f)
+                speakers.append(spk_dir.name)
         if not paths:
             raise DataError(f"{source}: no audio files in speaker subfolders")
         return Dataset(paths, speakers)

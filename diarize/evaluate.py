@@ -17,7 +17,9 @@ def load_rttms(path: str | Path, merged: dict[str, list[str]] | None = None) -> 
         raise ValueError(f"{path}: no .rttm files in this folder")
     found: dict[str, dict[frozenset, str]] = {}  # file id -> each distinct set of its turns -> first file giving it
     for f in files:
-        for file_id, turns in read_rttm(f).items():
+        # an RTTM without SPEAKER lines is its stem's recording with no speech (a reference of silence or
+        # noise, against which any speech found is false alarm)
+        for file_id, turns in (read_rttm(f) or {f.stem: []}).items():
             found.setdefault(file_id, {}).setdefault(frozenset(turns), f.name)
     if merged is not None:
         merged.update({file_id: list(sets.values()) for file_id, sets in found.items() if len(sets) > 1})
@@ -58,6 +60,8 @@ def _rate(seconds: float, total: float) -> float:
 
 def _row(file: str, der: float, jer: float, c: dict, ref_speakers: int, hyp_speakers: int) -> dict:
     total = c["total"]
+    if not ref_speakers:  # pyannote gives JER 1 with no reference speaker at all: the DER's convention instead
+        jer = float(hyp_speakers > 0)
     return {"file": file, "der": der, "missed": _rate(c["missed detection"], total),
             "false_alarm": _rate(c["false alarm"], total), "confusion": _rate(c["confusion"], total),
             "total": total, "jer": jer, "ref_speakers": ref_speakers, "hyp_speakers": hyp_speakers}
@@ -86,8 +90,10 @@ def score(reference: dict[str, list[Turn]], hypothesis: dict[str, list[Turn]], c
     jer_metric = JaccardErrorRate(collar=collar, skip_overlap=skip_overlap)
     rows, n_ref, n_hyp = [], 0, 0
     for file_id in sorted(reference):
-        ref = to_annotation(reference[file_id], file_id)
-        hyp = to_annotation(hypothesis.get(file_id, []), file_id)
+        # a speaker's overlapping turns are one stretch of their speech (md-eval merges them too): kept
+        # apart, the speaker would be counted as talking twice at once
+        ref = to_annotation(reference[file_id], file_id).support()
+        hyp = to_annotation(hypothesis.get(file_id, []), file_id).support()
         if uem and file_id in uem:
             scored = Timeline([Segment(s, e) for s, e in uem[file_id]], uri=file_id).support()
         else:  # the region pyannote would guess itself (both extents), given explicitly to silence its warning

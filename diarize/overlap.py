@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .audio import AUDIO_SUFFIXES, load_audio, log_mel
+from .audio import audio_files_in, load_audio, log_mel
 from .hparams import FRAME_SECONDS, HOP_LENGTH, N_MELS
 from .model import FORMAT_VERSION, MODELS_DIR, ModelError, load_checkpoint, write_checkpoint
 
@@ -117,8 +117,7 @@ def recordings(folders: list[Path]) -> list[Path]:
     for folder in folders:
         if not Path(folder).is_dir():
             raise ValueError(f"{folder}: {'not a' if Path(folder).exists() else 'no such'} folder")
-    found = [audio for folder in folders for audio in sorted(Path(folder).rglob("*"))
-             if audio.suffix.lower() in AUDIO_SUFFIXES and audio.with_suffix(".rttm").exists()]
+    found = [audio for folder in folders for audio in audio_files_in(folder) if audio.with_suffix(".rttm").exists()]
     if not found:
         raise ValueError(f"no recordings with same-stem RTTMs in {', '.join(map(str, folders))}")
     return found

@@ -153,7 +153,7 @@ def read_rttm(path: str | Path) -> dict[str, list[Turn]]:
     other NIST record types are skipped; a malformed line raises ValueError naming file and line."""
     out: dict[str, list[Turn]] = {}
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # -sig: an editor's byte-order mark
             lines = list(f)
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not an RTTM file (not UTF-8 text)") from None
@@ -164,6 +164,8 @@ def read_rttm(path: str | Path) -> dict[str, list[Turn]]:
         try:
             if fields[0] != "SPEAKER" or len(fields) < 8:
                 raise ValueError("expected 'SPEAKER file channel start duration <NA> <NA> speaker ...'")
+            if len(fields) > 10:  # read as field 8, "Ann Smith" and "Ann Jones" would be one speaker
+                raise ValueError(f"{len(fields)} fields where RTTM has 10 (a name with spaces?)")
             start, dur = float(fields[3]), float(fields[4])
             if not (math.isfinite(start) and math.isfinite(dur) and start >= 0 and dur >= 0):
                 raise ValueError("start and duration must be finite and non-negative")

@@ -136,6 +136,17 @@ def test_embed_file_level_gives_one_row_per_input_in_input_order(diarize, succee
         assert z["embeddings"].shape == (3, 32)
 
 
+def test_embed_says_which_options_its_level_does_not_use(diarize, succeeds, make_audio, tmp_path):
+    wav = make_audio("a.wav")
+    for level, args, said in [("window", ["--vad", "energy", "--cluster", "hdbscan"], "--vad and --cluster are"),
+                              ("file", ["--vad", "energy", "--cluster", "hdbscan"], "--cluster is"),
+                              ("window", ["--num-speakers", "2"], "the speaker count options are")]:
+        stderr = succeeds(diarize("embed", wav, "--level", level, *args, "--out", tmp_path / "e.npz", "--force"))
+        assert f"{said} not used at --level {level}" in stderr and stderr.count("not used") == 1
+    assert "not used" not in succeeds(diarize("embed", wav, "--level", "segment", "--vad", "energy",
+                                              "--cluster", "hdbscan", "--out", tmp_path / "e.npz", "--force"))
+
+
 def test_embed_segments_and_speakers_take_the_count_as_cluster_does(diarize, succeeds, fails_cleanly, make_audio,
                                                                     voices, tmp_path):
     wav = make_audio("three.wav", voices(seconds=12.0, speakers=3))
@@ -257,10 +268,15 @@ def test_evaluate_refuses_an_existing_json_without_force(diarize, fails_cleanly,
     assert json.loads(scores.read_text())[-1]["file"] == "TOTAL"
 
 
-def test_evaluate_against_an_empty_reference_is_an_error(diarize, fails_cleanly, tmp_path):
+def test_evaluate_an_empty_reference_is_its_stem_with_no_speech(diarize, fails_cleanly, succeeds, tmp_path):
     empty = tmp_path / "empty.rttm"
     empty.write_text("")
-    assert "nothing to score" in fails_cleanly(diarize("evaluate", empty, EXAMPLE_RTTM), "empty.rttm")
+    assert "meeting against empty" in fails_cleanly(diarize("evaluate", empty, EXAMPLE_RTTM), "no file id")
+    silence = tmp_path / "meeting.rttm"
+    silence.write_text("")
+    succeeds(diarize("evaluate", silence, EXAMPLE_RTTM, "--json", tmp_path / "der.json"))
+    total = json.loads((tmp_path / "der.json").read_text())[-1]
+    assert total["der"] == 1 and total["total"] == 0 and total["hyp_speakers"] == 3
 
 
 def _rttm(path, *file_ids, speaker="a"):
@@ -343,6 +359,12 @@ def test_benchmark_of_a_file_that_is_not_audio_is_one_error_line(diarize, fails_
     assert "not readable audio" in fails_cleanly(diarize("benchmark", text, "--model", tiny_model), "notes.wav")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="asks for a GPU this machine does not have")
+def test_benchmark_asked_for_a_missing_gpu_says_so_before_building_a_recording(diarize, fails_cleanly):
+    result = diarize("benchmark", "--device", "cuda", "--minutes", "600")
+    assert "sees no CUDA GPU" in fails_cleanly(result, "cuda") and "building" not in result.stderr
+
+
 @pytest.mark.parametrize("device", ["mps", "xpu", "tpu"])
 def test_a_device_this_tool_cannot_use_is_an_error(diarize, fails_cleanly, make_audio, tiny_model, tmp_path, device):
     result = diarize("cluster", make_audio("two.wav"), "--out-dir", tmp_path, "--model", tiny_model, "--device", device)
@@ -374,6 +396,10 @@ def test_info_shows_the_model_file_and_its_architecture(diarize, succeeds, tiny_
     succeeds(result)
     assert str(tiny_model) in result.stdout.replace("\n", "")
     assert "lstm_hidden: 16" in result.stdout and "n_outputs: 8" in result.stdout
+    # the encoder's figures stand under its own line, not under the overlap detector's
+    lines = result.stdout.splitlines()
+    heads = [i for i, line in enumerate(lines) if not line.startswith(" ")]
+    assert lines[0].startswith("model") and lines[heads[-1]].startswith("overlap detector") and heads[-1] == len(lines) - 1
 
 
 @pytest.mark.parametrize("command", [None] + [c.name or c.callback.__name__ for c in app.registered_commands])

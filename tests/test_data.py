@@ -24,11 +24,12 @@ def tone(path, seconds=0.8, f0=220.0):
 
 def test_a_folder_has_one_subfolder_per_speaker_with_audio_at_any_depth(tmp_path):
     files = ["alice/video1/utt1.wav", "alice/video2/deep/utt2.FLAC", "bob/utt1.wav"]
-    for name in files + ["bob/notes.txt", "stray.wav", "carol/empty/.keep"]:
+    hidden = ["alice/._utt1.wav", "alice/.cache/utt3.wav", ".trash/utt4.wav"]  # macOS's copies, tools' own
+    for name in files + hidden + ["bob/notes.txt", "stray.wav", "carol/empty/.keep"]:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"")
     data = list_dataset(tmp_path)
-    assert data.paths == [tmp_path / f for f in files]  # not notes.txt, nor a file outside speaker folders
+    assert data.paths == [tmp_path / f for f in files]  # not notes.txt, hidden files or a file outside speakers
     assert data.speakers == ["alice", "alice", "bob"]
     assert len(data) == 3
 

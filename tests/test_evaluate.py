@@ -77,6 +77,32 @@ def test_load_rttms_merges_a_folder_by_file_id(tmp_path):
     assert load_rttms(tmp_path / "call.rttm") == {"call": REF["call"]}
 
 
+def test_a_speakers_own_overlapping_turns_count_once_on_either_side():
+    # two roundings of one turn, or a turn inside another of the same speaker: one speaker talking, not two
+    ref = {"m": [Turn(0.5, 4.85, "alice"), Turn(1.0, 2.0, "alice"), Turn(0.5, 4.849, "alice"), Turn(5, 9, "bob")]}
+    hyp = {"m": [Turn(0.5, 4.85, "x"), Turn(5, 9, "y"), Turn(6, 7, "y")]}
+    row = by_file(score(ref, hyp))["m"]
+    assert row["der"] == 0 and row["jer"] == 0 and row["total"] == pytest.approx(8.35)
+
+
+def test_an_rttm_without_speech_is_its_recording_with_none_and_speech_found_there_is_false_alarm(tmp_path):
+    write_turns(REF["call"], tmp_path / "call.rttm")
+    (tmp_path / "noise.rttm").write_text(";; a recording of street noise: nobody speaks\n")
+    ref = load_rttms(tmp_path)
+    assert ref == {"call": REF["call"], "noise": []}
+    rows = by_file(score(ref, {"call": REF["call"], "noise": [Turn(0, 2.5, "x")]}))
+    assert rows["noise"]["der"] == 1 and rows["noise"]["jer"] == 1 and rows["noise"]["total"] == 0
+    assert rows["TOTAL"]["false_alarm"] == pytest.approx(2.5 / 10)
+    rows = by_file(score(ref, {"call": REF["call"], "noise": []}))
+    assert rows["noise"]["der"] == rows["noise"]["jer"] == rows["TOTAL"]["der"] == 0
+
+
+def test_a_region_with_no_speech_on_either_side_has_no_jaccard_error():
+    rows = by_file(score(REF, REF, uem={"call": [(100, 200)]}))
+    assert rows["call"]["der"] == rows["call"]["jer"] == 0 and rows["call"]["ref_speakers"] == 0
+    assert by_file(score(REF, {"call": [Turn(150, 151, "x")]}, uem={"call": [(100, 200)]}))["call"]["jer"] == 1
+
+
 def test_load_rttms_refuses_a_folder_without_rttm_files(tmp_path):
     with pytest.raises(ValueError, match="no .rttm files"):
         load_rttms(tmp_path)

@@ -49,6 +49,12 @@ def test_a_text_file_named_wav_is_not_readable_audio(diarize, fails_cleanly, tmp
     assert not (tmp_path / "fake.rttm").exists()
 
 
+def test_an_empty_file_is_named_as_empty(diarize, fails_cleanly, tmp_path):
+    (tmp_path / "empty.wav").write_bytes(b"")  # a copy that never arrived
+    assert "empty file (0 bytes)" in fails_cleanly(diarize("cluster", tmp_path / "empty.wav", "--out-dir", tmp_path),
+                                                   "empty.wav")
+
+
 def test_a_wav_cut_short_is_diarized_as_far_as_it_goes_with_a_warning(diarize, succeeds, make_audio, tmp_path):
     whole = make_audio("whole.wav", subtype="PCM_16").read_bytes()
     cut = tmp_path / "cut.wav"
@@ -387,10 +393,14 @@ def test_a_missing_reference_is_an_error_naming_it(diarize, fails_cleanly, make_
     fails_cleanly(result, "--ref", "ref.rttm")
 
 
-def test_a_reference_without_turns_is_warned_of(diarize, succeeds, make_audio, tmp_path):
+def test_a_reference_without_turns_is_its_stems_recording_with_no_speech(diarize, succeeds, make_audio, tmp_path):
     (tmp_path / "ref.rttm").write_text("")  # e.g. the output for a silent file
     stderr = succeeds(diarize("cluster", make_audio("two.wav"), "--out-dir", tmp_path, "--ref", tmp_path / "ref.rttm"))
-    assert "ref.rttm: no SPEAKER lines: nothing is scored" in stderr
+    assert "--ref has no turns of file id two: not scored" in stderr
+    (tmp_path / "refs").mkdir()
+    (tmp_path / "refs" / "two.rttm").write_text("")  # two.wav's reference: nobody speaks
+    result = diarize("cluster", make_audio("two.wav"), "--out-dir", tmp_path / "out", "--ref", tmp_path / "refs")
+    assert "not scored" not in succeeds(result) and "100.0%" in result.stderr  # all it finds is false alarm
 
 
 def test_file_names_are_printed_literally(diarize, fails_cleanly, succeeds, make_audio, tmp_path):
@@ -424,5 +434,8 @@ def test_a_folder_is_searched_recursively_for_audio(diarize, succeeds, make_audi
     (tmp_path / "in" / "sub").mkdir(parents=True)
     make_audio("in/one.wav"), make_audio("in/sub/two.flac", format="FLAC")
     (tmp_path / "in" / "notes.txt").write_text("ignored")
+    (tmp_path / "in" / "._one.wav").write_bytes(b"\0\5\26\7")  # macOS's resource fork beside a copied file
+    (tmp_path / "in" / ".thumbs").mkdir()
+    make_audio("in/.thumbs/three.wav")  # hidden folders are left out, as a shell's glob leaves them
     succeeds(diarize("cluster", tmp_path / "in", "--out-dir", tmp_path / "out"))
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["one.rttm", "two.rttm"]

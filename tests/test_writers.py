@@ -160,8 +160,15 @@ def test_read_rttm_skips_blank_lines_comments_and_other_record_types(tmp_path):
     assert read_rttm(path) == {"f": [Turn(0.5, 1.5, "A")], "g": [Turn(2.0, 3.0, "B")]}
 
 
+def test_read_rttm_reads_past_a_byte_order_mark(tmp_path):
+    path = tmp_path / "ref.rttm"
+    path.write_bytes("\ufeffSPEAKER f 1 0.5 1.0 <NA> <NA> A <NA> <NA>\n".encode())  # "UTF-8 with BOM"
+    assert read_rttm(path) == {"f": [Turn(0.5, 1.5, "A")]}
+
+
 @pytest.mark.parametrize("bad", ["SPEAKER f 1 zero 1.0 <NA> <NA> A <NA> <NA>",
                                  "SPEAKER f 1 0.0 -1.0 <NA> <NA> A <NA> <NA>",
+                                 "SPEAKER f 1 0.0 1.0 <NA> <NA> Ann Smith <NA> <NA>",  # read as "Ann"
                                  "SPEAKER f 1 0.0",
                                  "hello world"])
 def test_read_rttm_names_the_file_and_line_of_a_malformed_line(tmp_path, bad):
