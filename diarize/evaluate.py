@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .writers import Turn, read_rttm, to_annotation
+from .writers import Turn, read_rttm, rttm_id, to_annotation
 
 
 def load_rttms(path: str | Path, merged: dict[str, list[str]] | None = None) -> dict[str, list[Turn]]:
@@ -18,8 +18,8 @@ def load_rttms(path: str | Path, merged: dict[str, list[str]] | None = None) -> 
     found: dict[str, dict[frozenset, str]] = {}  # file id -> each distinct set of its turns -> first file giving it
     for f in files:
         # an RTTM without SPEAKER lines is its stem's recording with no speech (a reference of silence or
-        # noise, against which any speech found is false alarm)
-        for file_id, turns in (read_rttm(f) or {f.stem: []}).items():
+        # noise, against which any speech found is false alarm; what `cluster` writes for a silent input)
+        for file_id, turns in (read_rttm(f) or {rttm_id(f.stem): []}).items():
             found.setdefault(file_id, {}).setdefault(frozenset(turns), f.name)
     if merged is not None:
         merged.update({file_id: list(sets.values()) for file_id, sets in found.items() if len(sets) > 1})

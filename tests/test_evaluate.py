@@ -87,14 +87,14 @@ def test_a_speakers_own_overlapping_turns_count_once_on_either_side():
 
 def test_an_rttm_without_speech_is_its_recording_with_none_and_speech_found_there_is_false_alarm(tmp_path):
     write_turns(REF["call"], tmp_path / "call.rttm")
-    (tmp_path / "noise.rttm").write_text(";; a recording of street noise: nobody speaks\n")
+    (tmp_path / "street noise.rttm").write_text(";; nobody speaks\n")  # its file id: street_noise
     ref = load_rttms(tmp_path)
-    assert ref == {"call": REF["call"], "noise": []}
-    rows = by_file(score(ref, {"call": REF["call"], "noise": [Turn(0, 2.5, "x")]}))
-    assert rows["noise"]["der"] == 1 and rows["noise"]["jer"] == 1 and rows["noise"]["total"] == 0
+    assert ref == {"call": REF["call"], "street_noise": []}
+    rows = by_file(score(ref, {"call": REF["call"], "street_noise": [Turn(0, 2.5, "x")]}))
+    assert rows["street_noise"]["der"] == 1 and rows["street_noise"]["jer"] == 1 and rows["street_noise"]["total"] == 0
     assert rows["TOTAL"]["false_alarm"] == pytest.approx(2.5 / 10)
-    rows = by_file(score(ref, {"call": REF["call"], "noise": []}))
-    assert rows["noise"]["der"] == rows["noise"]["jer"] == rows["TOTAL"]["der"] == 0
+    rows = by_file(score(ref, {"call": REF["call"], "street_noise": []}))
+    assert rows["street_noise"]["der"] == rows["street_noise"]["jer"] == rows["TOTAL"]["der"] == 0
 
 
 def test_a_region_with_no_speech_on_either_side_has_no_jaccard_error():
