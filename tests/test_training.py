@@ -402,6 +402,9 @@ def test_validate_reports_each_further_set_and_their_mean(diarize, succeeds, voi
     succeeds(result)
     for line in (f"on {few_voices.name}", "on rooms", "on clips", "mean EER"):
         assert line in result.stdout
+    # a calibration read on few voices is said to be less sure
+    assert "calibration: merge at" in result.stdout
+    assert "read on only 8 held-out speakers" in " ".join(result.stderr.split())
 
 
 @pytest.mark.parametrize("name", ["val", "mean"])
