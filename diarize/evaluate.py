@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .writers import Turn, read_rttm, rttm_id, to_annotation
+from .writers import Turn, merge_turns, read_rttm, rttm_id, to_annotation
 
 
 def load_rttms(path: str | Path, merged: dict[str, list[str]] | None = None) -> dict[str, list[Turn]]:
@@ -67,6 +67,13 @@ def _row(file: str, der: float, jer: float, c: dict, ref_speakers: int, hyp_spea
             "total": total, "jer": jer, "ref_speakers": ref_speakers, "hyp_speakers": hyp_speakers}
 
 
+def _own_overlaps_joined(turns: list[Turn]) -> list[Turn]:
+    """A speaker's overlapping turns joined into one (md-eval joins them too): kept apart, the speaker would
+    be scored as talking twice at once. Turns that only touch stay apart, as pyannote scores them (a
+    collar at their boundary); RTTM times are read to the microsecond, so an overlap is one beyond that."""
+    return merge_turns(turns, gap=-1e-7)
+
+
 def score(reference: dict[str, list[Turn]], hypothesis: dict[str, list[Turn]], collar: float = 0.0,
           skip_overlap: bool = False, uem: dict[str, list[tuple[float, float]]] | None = None) -> list[dict]:
     """DER, its parts and JER for every file id of `reference`, then a "TOTAL" row.
@@ -90,10 +97,8 @@ def score(reference: dict[str, list[Turn]], hypothesis: dict[str, list[Turn]], c
     jer_metric = JaccardErrorRate(collar=collar, skip_overlap=skip_overlap)
     rows, n_ref, n_hyp = [], 0, 0
     for file_id in sorted(reference):
-        # a speaker's overlapping turns are one stretch of their speech (md-eval merges them too): kept
-        # apart, the speaker would be counted as talking twice at once
-        ref = to_annotation(reference[file_id], file_id).support()
-        hyp = to_annotation(hypothesis.get(file_id, []), file_id).support()
+        ref, hyp = (to_annotation(_own_overlaps_joined(turns), file_id)
+                    for turns in (reference[file_id], hypothesis.get(file_id, [])))
         if uem and file_id in uem:
             scored = Timeline([Segment(s, e) for s, e in uem[file_id]], uri=file_id).support()
         else:  # the region pyannote would guess itself (both extents), given explicitly to silence its warning

@@ -83,6 +83,9 @@ def test_a_speakers_own_overlapping_turns_count_once_on_either_side():
     hyp = {"m": [Turn(0.5, 4.85, "x"), Turn(5, 9, "y"), Turn(6, 7, "y")]}
     row = by_file(score(ref, hyp))["m"]
     assert row["der"] == 0 and row["jer"] == 0 and row["total"] == pytest.approx(8.35)
+    # turns of one speaker that only touch keep their boundary, and the collar there (pyannote's way)
+    touching = {"m": [Turn(0, 5, "alice"), Turn(5, 10, "alice")]}
+    assert by_file(score(touching, touching, collar=1.0))["m"]["total"] == pytest.approx(8)  # joined: 9
 
 
 def test_an_rttm_without_speech_is_its_recording_with_none_and_speech_found_there_is_false_alarm(tmp_path):
