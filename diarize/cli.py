@@ -418,8 +418,8 @@ def train(
         tasks: dict[str, int] = {}
 
         def hook(event: str, **info) -> None:
-            if event == "begin" and held:  # starting over, every check passed: nothing of the old run is mixed in
-                for name in ("last.pt", "best.pt", "log.jsonl"):
+            if event == "begin" and not resume:  # a new run, every check passed: nothing of an old one (a
+                for name in ("last.pt", "best.pt", "log.jsonl"):  # run replaced, or one that failed) is mixed in
                     (out / name).unlink(missing_ok=True)
             elif event == "features":
                 if "features" not in tasks:
@@ -473,12 +473,12 @@ def train(
         taken = summary["step"]
         console.print(f"done: {taken} step{'s' * (taken != 1)} in {summary['seconds']:.0f} s; {figure}; "
                       f"model {escape(str(out / 'best.pt'))}")
-        if (out / "best.pt").exists():
-            from .model import load_checkpoint
+    if rank0 and (out / "best.pt").exists():  # a warning: said under --quiet too
+        from .model import load_checkpoint
 
-            calibration = load_checkpoint(out / "best.pt").get("calibration")
-            if calibration:
-                warn_few_speakers(calibration["speakers"])
+        calibration = load_checkpoint(out / "best.pt").get("calibration")
+        if calibration:
+            warn_few_speakers(calibration["speakers"])
 
 
 def warn_few_speakers(speakers: int) -> None:
@@ -486,7 +486,7 @@ def warn_few_speakers(speakers: int) -> None:
     from .calibration import FEW_SPEAKERS
 
     if speakers < FEW_SPEAKERS:
-        warn(f"the speaker-count calibration was read on only {speakers} held-out speakers: read on 10 of 63, "
+        warn(f"the speaker-count calibration was read on only {speakers} speakers: read on 10 of 63, "
              f"it moved DER by up to 1.2 points; validate on {FEW_SPEAKERS} or more if you can "
              f"(diarize validate DATA --calibrate)")
 

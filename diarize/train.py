@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -127,7 +128,11 @@ def held_out_sets(val_data: Dataset | None, cache_dir: Path, per_speaker: int, m
         if len(set(cache.speakers)) < 2:  # a set that cannot be scored is a mistake, not a reason to skip it
             raise UnscorableSet(f"validation set {name}: {len(set(cache.speakers))} speaker(s) with readable "
                                 f"audio; an EER needs at least 2", name)
-        sets.append(speaker_set(name, cache, per_speaker))
+        held = speaker_set(name, cache, per_speaker)
+        if max(Counter(held.speakers).values()) < 2:  # found now, not after the steps before the first round
+            raise UnscorableSet(f"validation set {name}: no speaker has 2 files with audio; an EER needs "
+                                f"same-speaker pairs", name)
+        sets.append(held)
     if rooms and val_data is not None:
         sets.append(rooms_set("rooms", val_data, cache_dir, per_speaker, noise_dirs, workers, hook))
     if clips is not None:
@@ -247,7 +252,8 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
     # what the run is trained and validated on, kept with it: a resume on other data would compare its best
     # EER across sets
     fingerprints = {"training": data_fingerprint(train_data),
-                    "validation": data_fingerprint(val_data) if val_data is not None else None}
+                    "validation": data_fingerprint(val_data) if val_data is not None else None,
+                    "further": [[name, data_fingerprint(d)] for name, d in more_val] or None}
     if resume:  # a resumed run keeps its own settings, read before the data they decide on
         ckpt = load_checkpoint(resume)
         if "optimizer" not in ckpt:
@@ -258,7 +264,10 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
             cache_dir = Path(ckpt["cache_dir"])  # the run's own feature cache: not built again elsewhere
         for split, now in fingerprints.items():
             started_on = ckpt.get("data", {}).get(split)  # absent from runs saved before it was recorded
-            if started_on and now is not None and started_on != now:
+            if started_on and now is None:  # else its best.pt would be chosen on less than the run began with
+                raise ValueError(f"{resume}: the run is validated; resume it with the same validation data "
+                                 f"(--val{' and --also' if split == 'further' else ''})")
+            if started_on and started_on != now:
                 raise ValueError(f"{resume}: the run was started on other {split} data (speakers or files "
                                  f"differ); resume it with the same DATA and --val, or start a new run")
         if ckpt["step"] >= config.steps:

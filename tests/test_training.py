@@ -182,6 +182,20 @@ def test_resuming_a_validated_run_without_its_validation_data_is_refused_before_
     assert events == []  # no calibration warning, no features built: the checkpoint alone decides
 
 
+@pytest.mark.parametrize("left_out", ["val", "also"])
+def test_a_run_stopped_before_its_first_validation_is_not_resumed_without_its_validation_data(few_voices, tmp_path,
+                                                                                             left_out):
+    data = list_dataset(few_voices)
+    config = TrainConfig(steps=4, speakers_per_batch=2, windows_per_speaker=2, val_every=100)
+    with pytest.raises(TrainingInterrupted):  # at step 1: no round yet, so no best EER to tell it was validated
+        train(data, data, tmp_path / "run", RESUME_ENCODER, config, cache_dir=tmp_path / "cache",
+              more_val=[("more", data)], hook=interrupt_at(1, "keyboard-interrupt"))
+    given = {"val": (None, [("more", data)]), "also": (data, [])}[left_out]
+    with pytest.raises(ValueError, match="resume it with the same validation data"):
+        train(data, given[0], tmp_path / "run", RESUME_ENCODER, config, cache_dir=tmp_path / "cache",
+              resume=tmp_path / "run" / "last.pt", more_val=given[1])
+
+
 def test_a_resume_reads_the_feature_cache_its_run_was_started_with(few_voices, tmp_path):
     data = list_dataset(few_voices)
     with pytest.raises(TrainingInterrupted):
@@ -307,6 +321,31 @@ def test_a_run_validated_on_other_speakers_is_not_resumed_without_them(diarize, 
                   "validated", "--val")
 
 
+def test_a_validation_set_without_same_speaker_pairs_is_refused_before_training_and_force_keeps_the_old_run(
+        diarize, fails_cleanly, succeeds, few_voices, tmp_path):
+    single = tmp_path / "single"  # one file a speaker: no same-speaker pair to score
+    for speaker in sorted(p for p in few_voices.iterdir() if p.is_dir())[:3]:
+        (single / speaker.name).mkdir(parents=True)
+        first = sorted(f for f in speaker.rglob("*") if f.suffix in (".wav", ".flac"))[0]
+        (single / speaker.name / first.name).write_bytes(first.read_bytes())
+    run = tmp_path / "run"
+    succeeds(diarize("train", few_voices, "--out", run, "--steps", "1", *TINY_CLI))
+    before = (run / "last.pt").read_bytes()
+    result = diarize("train", few_voices, "--val", single, "--out", run, "--steps", "50", "--val-every", "40",
+                     "--force", *TINY_CLI)
+    fails_cleanly(result, "validation set val: no speaker has 2 files")
+    assert "train ━" not in result.stderr and (run / "last.pt").read_bytes() == before  # no step, nothing lost
+
+
+def test_a_new_run_in_the_folder_of_one_that_failed_starts_its_own_log(diarize, succeeds, few_voices, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.jsonl").write_text('{"step": 2, "loss": 0.5, "seconds": 0.1}\n')  # a run that died at step 2
+    succeeds(diarize("train", few_voices, "--out", run, "--steps", "2", *TINY_CLI))
+    steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and len(steps) == 1
+
+
 def test_a_resume_continues_in_the_runs_own_folder(diarize, fails_cleanly, succeeds, few_voices, tmp_path):
     succeeds(diarize("train", few_voices, "--out", tmp_path / "run", "--steps", "1", *TINY_CLI))
     fails_cleanly(diarize("train", few_voices, "--out", tmp_path / "elsewhere", "--steps", "2", "--resume",
@@ -404,7 +443,7 @@ def test_validate_reports_each_further_set_and_their_mean(diarize, succeeds, voi
         assert line in result.stdout
     # a calibration read on few voices is said to be less sure
     assert "calibration: merge at" in result.stdout
-    assert "read on only 8 held-out speakers" in " ".join(result.stderr.split())
+    assert "read on only 8 speakers" in " ".join(result.stderr.split())
 
 
 @pytest.mark.parametrize("name", ["val", "mean"])
