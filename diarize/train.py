@@ -268,8 +268,9 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
                 raise ValueError(f"{resume}: the run is validated; resume it with the same validation data "
                                  f"(--val{' and --also' if split == 'further' else ''})")
             if started_on and started_on != now:
-                raise ValueError(f"{resume}: the run was started on other {split} data (speakers or files "
-                                 f"differ); resume it with the same DATA and --val, or start a new run")
+                what = "--also" if split == "further" else split
+                raise ValueError(f"{resume}: the run was started on other {what} data (speakers or files "
+                                 f"differ); resume it with the same DATA, --val and --also, or start a new run")
         if ckpt["step"] >= config.steps:
             raise ValueError(f"{resume} is at step {ckpt['step']} already: give --steps above it to train further")
         if val_data is None and ckpt["best_eer"] < float("inf"):  # else best.pt, the validated model, is overwritten
