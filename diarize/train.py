@@ -264,7 +264,10 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
             cache_dir = Path(ckpt["cache_dir"])  # the run's own feature cache: not built again elsewhere
         for split, now in fingerprints.items():
             started_on = ckpt.get("data", {}).get(split)  # absent from runs saved before it was recorded
-            if started_on and now is None:  # else its best.pt would be chosen on less than the run began with
+            # a run begun with validation data (recorded, or a best EER saved before the record was kept) is
+            # resumed with it: else best.pt, the validated model, would be chosen on less, or overwritten
+            validated = started_on or (split == "validation" and ckpt["best_eer"] < float("inf"))
+            if validated and now is None:
                 raise ValueError(f"{resume}: the run is validated; resume it with the same validation data "
                                  f"(--val{' and --also' if split == 'further' else ''})")
             if started_on and started_on != now:
@@ -273,8 +276,6 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
                                  f"differ); resume it with the same DATA, --val and --also, or start a new run")
         if ckpt["step"] >= config.steps:
             raise ValueError(f"{resume} is at step {ckpt['step']} already: give --steps above it to train further")
-        if val_data is None and ckpt["best_eer"] < float("inf"):  # else best.pt, the validated model, is overwritten
-            raise ValueError(f"{resume}: the run was validated; resume it with the same validation data (--val)")
     feed = _Feed(train_data, cache_dir, config)
     # what can be checked without the audio is, before minutes of features: the speakers, the model to
     # start from, the distillation's teacher, the rooms and noises
