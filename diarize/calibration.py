@@ -19,6 +19,7 @@ MAX_SPEAKERS = 5  # speakers in one pseudo-recording: 1 to this many
 # DER by up to 1.2 points; on 20, by up to 0.3; on 40, not at all: fewer than this are worth a word
 FEW_SPEAKERS = 20
 MAX_PIECES = 12  # pieces of one speaker among others (drawn 3 to this many: unbalanced speakers)
+MIN_PIECES = 4  # a voice is calibrated on when it has this many pieces (4.8 s): two halves of two
 ONE_VOICE_DRAWS = 10  # one-voice recordings per held-out speaker: all its pieces, then random subsets of at
 # least half of them. Read on one recording of every fifth pseudo-recording's speaker (60 in all), the 90th
 # percentile moved by up to 0.04 between encoders of one family (0.270-0.331), enough to decide a one-speaker
@@ -92,6 +93,15 @@ def piece_embeddings(window_embeddings: list[np.ndarray]) -> list[np.ndarray]:
     return out
 
 
+def voices_to_calibrate(window_counts: list[int], speakers: list[str]) -> int:
+    """How many speakers `calibrate` would read, from the windows of each utterance (`piece_embeddings` cuts
+    them): known before any embedding, so that a set too short to calibrate on is found before training."""
+    pieces: dict[str, int] = {}
+    for n, s in zip(window_counts, speakers):
+        pieces[s] = pieces.get(s, 0) + max(1, n // PIECE_WINDOWS)
+    return sum(p >= MIN_PIECES for p in pieces.values())
+
+
 def calibrate(pieces: list[np.ndarray], speakers: list[str], seed: int = 0) -> Calibration:
     """Calibration from the pieces of held-out utterances (`piece_embeddings`) and their speakers."""
     from .cluster import centroids
@@ -101,13 +111,13 @@ def calibrate(pieces: list[np.ndarray], speakers: list[str], seed: int = 0) -> C
     for p, s in zip(pieces, speakers):
         by_speaker.setdefault(s, []).append(p)
     pool = {s: np.concatenate(v) for s, v in by_speaker.items()}
-    pool = {s: v for s, v in pool.items() if len(v) >= 4}  # two halves of two pieces at least
+    pool = {s: v for s, v in pool.items() if len(v) >= MIN_PIECES}
     # which utterance each pooled piece comes from: consecutive pieces of one utterance are one voice
     # talking on, as consecutive segments of a recording mostly are
     utterance = {s: np.repeat(np.arange(len(v)), [len(p) for p in v]) for s, v in by_speaker.items() if s in pool}
     names = sorted(pool)
     if len(names) < MAX_SPEAKERS:
-        raise ValueError(f"calibration needs at least {MAX_SPEAKERS} held-out speakers with 4 pieces "
+        raise ValueError(f"calibration needs at least {MAX_SPEAKERS} held-out speakers with {MIN_PIECES} pieces "
                          f"(4.8 s) of speech each; found {len(names)}")
     rng = np.random.default_rng(seed)
     same, different, adjacent = [], [], []

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .augment import PRE_ROLL, SPAN, WINDOW_SAMPLES, Acoustics, load_acoustics, window_log_mels
-from .calibration import MAX_SPEAKERS  # the calibration needs this many voices
+from .calibration import MAX_SPEAKERS, voices_to_calibrate  # the calibration needs this many voices
 from .data import BatchSampler, Dataset, build_cache, ignore_interrupts, utterance_windows
 from .distill import TEACHER_SAMPLES, Teacher, relational_loss, resemblyzer_weights
 from .hparams import WINDOW_FRAMES
@@ -298,14 +298,15 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
     val = held_out_sets(val_data, cache_dir, config.val_utterances, more_val, val_rooms, val_clips,
                         [Path(d) for d in config.noise_dirs], workers, hook) if rank == 0 else []
     # the speaker-count calibration is read on held-out speakers; a run without any reads it on training ones
-    if val and val[0].recordings is None and len(set(val[0].speakers)) >= MAX_SPEAKERS:
+    calibratable = lambda held: voices_to_calibrate([len(u) for u in held.utts], held.speakers)
+    if val and val[0].recordings is None and calibratable(val[0]) >= MAX_SPEAKERS:
         held_out = val[0]
     else:
         held_out = speaker_set("train", train_cache, CALIBRATION_UTTERANCES, max_speakers=CALIBRATION_SPEAKERS)
-        if rank == 0 and len(set(held_out.speakers)) >= MAX_SPEAKERS:  # fewer: it warns there is none
+        if rank == 0 and calibratable(held_out) >= MAX_SPEAKERS:  # fewer: it warns there is none
             hook("warning", message="the speaker-count calibration is read on training speakers (held-out "
-                                    f"ones need --val with {MAX_SPEAKERS} or more); recalibrate: diarize validate DATA "
-                                    f"--calibrate")
+                                    f"ones need --val with {MAX_SPEAKERS} or more speakers of 4.8 s of speech); "
+                                    "recalibrate: diarize validate DATA --calibrate")
 
     step, best_eer, history = 0, float("inf"), []
     if resume:

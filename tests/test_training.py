@@ -559,6 +559,22 @@ def test_a_run_too_small_to_calibrate_says_so_once_and_logs_even_without_validat
     assert [r["step"] for r in log] == [3] and "loss" in log[0]
 
 
+def test_a_validation_set_too_short_to_calibrate_on_leaves_the_calibration_to_training_speakers(few_voices,
+                                                                                                 tmp_path):
+    """few_voices has 6 speakers but 2 pieces of speech each, under the 4 a calibration reads: the training
+    speakers (5 x 4 utterances of 2 s) calibrate the model, and the run says so, instead of no calibration."""
+    rng = np.random.default_rng(3)
+    write_speakers(tmp_path / "train", [random_voice(rng) for _ in range(5)], 4, rng, seconds=(2.0, 2.2))
+    said = []
+    hook = lambda event, **info: said.append(info["message"]) if event == "warning" else None
+    config = TrainConfig(steps=1, speakers_per_batch=2, windows_per_speaker=2, val_every=1)
+    train(list_dataset(tmp_path / "train"), list_dataset(few_voices), tmp_path / "run", RESUME_ENCODER, config,
+          hook=hook)
+    assert any("read on training speakers" in m for m in said)
+    assert not any(m.startswith("no speaker-count calibration") for m in said)
+    assert load_model(tmp_path / "run" / "best.pt", device="cpu").calibration.speakers == 5
+
+
 def test_options_a_run_would_not_use_are_named(diarize, fails_cleanly, few_voices, tmp_path):
     (tmp_path / "afile").write_text("")  # a --cache under a file stops the command right after its warnings
     result = diarize("train", few_voices, "--out", tmp_path / "run", "--rir-dir", tmp_path, "--val-rooms", "--val",
