@@ -54,14 +54,18 @@ def list_dataset(source: str | Path) -> Dataset:
     try:
         with open(source, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark
             reader = csv.DictReader(f, delimiter=delimiter)
-            rows = list(reader)
             columns = reader.fieldnames or ()  # read from the file: an empty one has none
+            # a spreadsheet's "Path" or " speaker" is the column meant
+            reader.fieldnames = [c.strip().lower() for c in columns]
+            rows = list(reader)
     except (UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"{source}: not a text manifest ({e})") from None
     if not columns:
         raise DataError(f"{source}: the manifest is empty (it needs a header with 'path' and 'speaker' columns)")
-    if not {"path", "speaker"} <= set(columns):
-        raise DataError(f"{source}: a manifest needs a header with 'path' and 'speaker' columns")
+    if not {"path", "speaker"} <= set(reader.fieldnames):
+        split = "commas (a .csv)" if delimiter == "," else "tabs (any manifest but a .csv)"
+        raise DataError(f"{source}: a manifest needs a header with 'path' and 'speaker' columns, separated by "
+                        f"{split}; its header reads {delimiter.join(columns)!r}")
     if not rows:
         raise DataError(f"{source}: the manifest lists no files (a header alone)")
     for n, r in enumerate(rows, start=2):

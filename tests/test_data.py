@@ -62,6 +62,16 @@ def test_a_manifest_without_path_and_speaker_columns_is_refused(tmp_path):
     manifest.write_text("file\tlabel\na.wav\talice\n")
     with pytest.raises(DataError, match="'path' and 'speaker' columns"):
         list_dataset(manifest)
+    semicolons = tmp_path / "train.csv"  # a spreadsheet set to another locale separates with semicolons
+    semicolons.write_text("path;speaker\na.wav;alice\n")
+    with pytest.raises(DataError, match="separated by commas .* its header reads 'path;speaker'"):
+        list_dataset(semicolons)
+
+
+def test_a_manifest_header_is_read_whatever_its_case_and_spaces(tmp_path):
+    manifest = tmp_path / "train.csv"
+    manifest.write_text("Path, Speaker\na.wav,alice\n")
+    assert list_dataset(manifest).speakers == ["alice"] and list_dataset(manifest).paths == [tmp_path / "a.wav"]
 
 
 def test_a_manifest_saved_by_a_spreadsheet_is_read_and_a_header_alone_is_said_to_list_nothing(tmp_path):
