@@ -80,8 +80,9 @@ def split_speakers(data: Dataset, n_val: int, seed: int = 0) -> tuple[Dataset, D
     names = sorted(set(data.speakers))
     if n_val < 2:
         raise DataError(f"--val-speakers {n_val}: validation needs at least 2 speakers (0: none)")
-    if n_val >= len(names):
-        raise DataError(f"cannot hold out {n_val} of {len(names)} speakers")
+    if n_val > len(names) - 2:  # training needs 2 speakers too
+        raise DataError(f"--val-speakers {n_val}: holding out {n_val} of the {len(names)} speakers leaves "
+                        f"{max(len(names) - n_val, 0)} to train on; training needs at least 2")
     held = set(np.random.default_rng(seed).choice(names, size=n_val, replace=False).tolist())
     train, val = Dataset([], []), Dataset([], [])
     for path, spk in zip(data.paths, data.speakers):

@@ -97,8 +97,11 @@ def test_split_speakers_holds_out_whole_speakers(tmp_path):
         assert all(p.name.startswith(s + "_") for p, s in zip(part.paths, part.speakers))
     again = split_speakers(data, n_val=2, seed=3)
     assert again[1].paths == val.paths  # the seed decides
-    with pytest.raises(DataError, match="cannot hold out 6 of 6 speakers"):
-        split_speakers(data, n_val=6)
+    for n_val, left in ((6, 0), (5, 1)):  # training needs 2 speakers: the hold-out is named as the cause
+        with pytest.raises(DataError, match=f"--val-speakers {n_val}: holding out {n_val} of the 6 speakers "
+                                            f"leaves {left} to train on"):
+            split_speakers(data, n_val=n_val)
+    assert len(set(split_speakers(data, n_val=4)[0].speakers)) == 2
 
 
 @pytest.fixture
