@@ -539,6 +539,10 @@ def train_overlap(
         run = ckpt["train_config"]
         out = resumed_in(ctx, out, resume, run, {"batch": batch, "lr": lr, "seed": seed, "val_every": val_every})
         steps = resumed_steps(ctx, steps, run, resume)
+    shared = sorted({str(v) for v in val for d in data if v.resolve() == d.resolve()})
+    if shared:
+        warn(f"--val {', '.join(shared)} is also DATA: validated on recordings it trains on, the F1 and the "
+             f"threshold say little")
     check_folders(out=out)
     if not resume:
         refuse_held_run(out, force)  # with --force, the run there is replaced once the recordings are read

@@ -182,6 +182,11 @@ def test_train_overlap_names_a_missing_or_wrong_folder(diarize, fails_cleanly, t
         error = fails_cleanly(result, str(val))
         assert ("no such folder" if val.name == "nowhere" else "not a folder") in error
         assert result.stderr == error + "\n"  # that line alone, with no blank line after it
+    # validated on its own training recordings: said (an --out below a file stops the run right after)
+    result = diarize("train-overlap", tmp_path / "train", "--val", tmp_path / "train", "--out",
+                     tmp_path / "afile" / "run")
+    fails_cleanly(result, "--out")
+    assert "is also DATA: validated on recordings it trains on" in " ".join(result.stderr.split())
     (tmp_path / "empty").mkdir()
     fails_cleanly(diarize("train-overlap", tmp_path / "train", "--val", tmp_path / "empty"), "no recordings")
     # validation recordings with no overlapped speech: an F1 of nothing cannot choose the model
