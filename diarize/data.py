@@ -1,8 +1,10 @@
 """Training data: list speakers' files, cache their log-mels on disk, draw S speakers x M window batches."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -163,6 +165,7 @@ def build_cache(data: Dataset, cache_dir: str | Path, workers: int = 1,
     cache_dir = Path(cache_dir) / _cache_key(data, kind)
     index_path = cache_dir / "index.json"
     if not index_path.exists():
+        made = list(itertools.takewhile(lambda folder: not folder.exists(), (cache_dir, *cache_dir.parents)))
         cache_dir.mkdir(parents=True, exist_ok=True)
         _remove_orphans(cache_dir)
         offsets, lengths, speakers, skipped, total = [], [], [], [], 0
@@ -186,6 +189,9 @@ def build_cache(data: Dataset, cache_dir: str | Path, workers: int = 1,
                         hook("features", completed=i + 1, total=len(data))
         except BaseException:  # Ctrl-C included: no partial cache left behind
             tmp.unlink(missing_ok=True)
+            for folder in made:  # nor the folders made for it, deepest first, unless another process writes there
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
             raise
         os.replace(tmp, cache_dir / name)
         index = {"offsets": offsets, "lengths": lengths, "speakers": speakers, "skipped": skipped,

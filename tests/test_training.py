@@ -610,6 +610,7 @@ def test_a_stop_while_the_feature_cache_is_built_says_so_and_leaves_no_cache(dia
     assert result.exit_code == 128 + how  # 130, 143: as the shell reports death by that signal
     assert "interrupted before training began" in result.stderr
     assert not list((tmp_path / "run").rglob("*.tmp")) and not list((tmp_path / "run").rglob("index.json"))
+    assert not (tmp_path / "run").exists()  # nor the folders made for the cache
 
 
 @pytest.mark.parametrize("command", ["train", "train-overlap"])
