@@ -532,9 +532,9 @@ def train_overlap(
         try:
             ckpt = load_checkpoint(resume)
         except ModelError as e:
-            fail(str(e))
+            fail(str(e), USAGE)
         if ckpt.get("kind") != "overlap" or "optimizer" not in ckpt:
-            fail(f"{resume}: holds no overlap-detector training run to resume (a run's last.pt does)")
+            fail(f"{resume}: holds no overlap-detector training run to resume (a run's last.pt does)", USAGE)
         # a resumed run continues in its own folder, with its own settings
         run = ckpt["train_config"]
         out = resumed_in(ctx, out, resume, run, {"batch": batch, "lr": lr, "seed": seed, "val_every": val_every})

@@ -146,7 +146,9 @@ def test_train_overlap_continues_a_run_only_when_asked(diarize, fails_cleanly, s
     assert "ignored on --resume" in warned and "--lr" in warned
     from diarize.model import load_checkpoint
     assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 4
-    fails_cleanly(diarize("train-overlap", *common, "--resume", tiny_model), "no overlap-detector training run")
+    result = diarize("train-overlap", *common, "--resume", tiny_model)
+    fails_cleanly(result, "no overlap-detector training run")
+    assert result.exit_code == 2  # a command line that cannot work, as train says of a detector's run
     # the detector trained is the one cluster uses when named, and named as what it is
     audio = tmp_path / "val" / "v0.wav"
     result = diarize("cluster", audio, "--out", "-", "--overlap-model", tmp_path / "run" / "best.pt")
