@@ -707,7 +707,9 @@ def check_outputs(targets: dict[Path, list[str]], force: bool, skip_existing: bo
         clashes = [p for paths in existing.values() for p in paths]
         which = (f"{clashes[0]} and {len(clashes) - 1} more outputs exist" if len(clashes) > 1
                  else f"{clashes[0]} exists")
-        fail(f"{which}; use --force to overwrite{'' if skip_existing else ', or --skip-existing to keep whole ones'}")
+        why = ("" if not skip_existing else " (--skip-existing keeps no input whose turns go to stdout)"
+               if any("-" in targets[f] for f in existing) else "")
+        fail(f"{which}; use --force to overwrite{why if skip_existing else ', or --skip-existing to keep whole ones'}")
     return [f for f in targets if not (skip_existing and f in done)]
 
 

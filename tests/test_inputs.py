@@ -343,13 +343,17 @@ def test_ctrl_c_while_an_inputs_outputs_are_written_leaves_none_of_them(diarize,
     assert all(p.read_text() == "earlier\n" for p in out.iterdir())
 
 
-def test_skip_existing_never_skips_an_input_whose_turns_go_to_stdout(diarize, succeeds, make_audio, tmp_path):
+def test_skip_existing_never_skips_an_input_whose_turns_go_to_stdout(diarize, succeeds, fails_cleanly, make_audio,
+                                                                      tmp_path):
     a, b = make_audio("a.wav"), make_audio("b.wav")
     for stem in ("a", "b"):
         (tmp_path / f"p-{stem}.png").write_text("an earlier plot")
     result = diarize("cluster", a, b, "--out", "-", "--plot", tmp_path / "p.png", "--skip-existing", "--force")
     succeeds(result)
     assert {line.split()[1] for line in result.stdout.splitlines() if line.startswith("SPEAKER")} == {"a", "b"}
+    # without --force its files would be overwritten: refused, saying why --skip-existing did not keep them
+    fails_cleanly(diarize("cluster", a, b, "--out", "-", "--plot", tmp_path / "p.png", "--skip-existing"),
+                  "p-a.png and 1 more outputs exist", "keeps no input whose turns go to stdout")
 
 
 def test_out_all_writes_every_format(diarize, succeeds, make_audio, tmp_path):
