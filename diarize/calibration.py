@@ -75,7 +75,9 @@ def for_recording(calibration: Calibration, x: np.ndarray) -> Calibration:
     merge_similarity follows by ADAPT_SHARE of the difference, so that such voices are not merged into one.
     The one-voice test (min_silhouette) stays: one voice alone, centred on itself, looks the same, and a
     silhouette moved with it cut clean one-speaker recordings in 2-4 (suite mean DER 22.5% then, 24.4% so)."""
-    if not calibration.adjacent_similarity or len(x) < ADAPT_SEGMENTS:
+    # 0 or NaN: not measured (NaN in models calibrated on utterances of one piece each, before 0 said so)
+    if not np.isfinite(calibration.adjacent_similarity) or not calibration.adjacent_similarity \
+            or len(x) < ADAPT_SEGMENTS:
         return calibration
     observed = float(np.median(np.sum(x[1:] * x[:-1], axis=1)))
     shift = ADAPT_SHARE * (observed - calibration.adjacent_similarity)
@@ -156,7 +158,9 @@ def calibrate(pieces: list[np.ndarray], speakers: list[str], seed: int = 0) -> C
     thresholds = [float(np.percentile(one_voice[k], 90)) for k in sorted(one_voice) if one_voice[k]]
     return Calibration(merge_similarity=float(threshold), same_voice=float(np.percentile(different, 99)),
                        min_silhouette=thresholds[0], split_silhouettes=tuple(thresholds[1:]), speakers=len(names),
-                       centroid_eer=float(eer), adjacent_similarity=float(np.median(adjacent)))
+                       centroid_eer=float(eer),
+                       # utterances of one piece each (clips of 1-2 s) have no consecutive pieces: not measured
+                       adjacent_similarity=float(np.median(adjacent)) if adjacent else 0.0)
 
 
 def one_voice_silhouettes(voices: list[np.ndarray], seed: int = 0) -> dict[int, list[float]]:

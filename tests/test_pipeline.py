@@ -217,6 +217,13 @@ def test_a_calibration_read_on_held_out_speakers_counts_the_speakers_of_a_new_re
         assert len(set(labels)) == len(voices) and len(set(zip(labels, truth[members]))) == len(voices)
     with pytest.raises(ValueError, match="at least 5 held-out speakers"):
         calibrate([x[truth == s] for s in range(3)], ["a", "b", "c"])
+    # utterances of one piece each (short clips) give no consecutive pieces: the recording's spread is not
+    # read (it was NaN, which merged every recording of 30 segments or more into one speaker)
+    clips = calibrate([x[i: i + 1] for i in np.flatnonzero(truth < 12)], [f"s{s}" for s in truth[truth < 12]])
+    assert clips.adjacent_similarity == 0 and clips.speakers == 12
+    members = np.isin(truth, [12, 13])
+    rec = x[members] - x[members].mean(axis=0)
+    assert len(set(cluster_embeddings(rec / np.linalg.norm(rec, axis=1, keepdims=True), calibration=clips))) == 2
 
 
 def test_the_one_voice_threshold_is_read_on_every_held_out_voice_several_times(monkeypatch):
@@ -555,6 +562,8 @@ def test_a_recording_whose_voices_lie_closer_together_is_merged_less_readily():
     assert all(for_recording(cal, x).min_silhouette == cal.min_silhouette for x in centred)
     assert for_recording(cal, centred[1][: ADAPT_SEGMENTS - 1]) == cal  # too few segments to read it on
     assert for_recording(Calibration(0.5, 0.7, 0.37), centred[1]).merge_similarity == 0.5  # not measured
+    nan = Calibration(0.5, 0.7, 0.37, adjacent_similarity=float("nan"))  # as saved by an older calibration
+    assert for_recording(nan, centred[1]).merge_similarity == 0.5
 
 
 def overlapping(turns) -> float:
