@@ -617,9 +617,19 @@ def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None 
             # label len(names), named "", is no second speaker: its turns are dropped
             extra = windows_to_turns(centres, second, overlapped, names + [""], config.min_overlap, duration)
             turns = merge_turns(turns + [t for t in extra if t.speaker and t.end - t.start >= config.min_overlap])
-    used = sorted({t.speaker for t in turns})
-    keep = [names.index(s) for s in used]
+    # a speaker whose windows all went to others in resegmentation has no turn: the others are renumbered
+    # (names without a gap), and its segments go to the nearest speaker left, so that segment labels index
+    # `speakers` and `speaker_embeddings`
+    keep = [k for k, name in enumerate(names) if any(t.speaker == name for t in turns)]
+    if 0 < len(keep) < len(names):
+        renamed = {names[k]: f"SPEAKER_{i:02d}" for i, k in enumerate(keep)}
+        turns = [Turn(t.start, t.end, renamed[t.speaker]) for t in turns]
+        nearest = np.asarray(keep)[np.argmax(normalise(seg_emb) @ speaker_centroids[keep].T, axis=1)]
+        labels = np.searchsorted(keep, np.where(np.isin(labels, keep), labels, nearest))
+        if len(keep) < asked <= len(seg_emb):  # (more than the segments: said above)
+            warnings.append(f"{named}: {asked} speakers asked for; {len(keep)} kept turns of their own (the "
+                            f"others' speech went to them when every window was given its nearest speaker)")
     segments = {"start": seg_start, "end": np.minimum(seg_end, duration), "embeddings": seg_emb,
                 "labels": labels}
-    return Diarization(file_id, duration, turns, used, speaker_centroids[keep].astype(np.float32), segments, speech,
-                       dict(timer), warnings)
+    return Diarization(file_id, duration, turns, [f"SPEAKER_{i:02d}" for i in range(len(keep))],
+                       speaker_centroids[keep].astype(np.float32), segments, speech, dict(timer), warnings)

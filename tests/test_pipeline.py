@@ -386,6 +386,29 @@ def test_knowing_the_speaker_count_never_hurts_the_example():
     assert score(ref, {"meeting": fixed.turns})[-1]["der"] <= score(ref, {"meeting": free.turns})[-1]["der"] + 1e-9
 
 
+def test_a_speaker_left_without_turns_is_said_and_the_result_stays_consistent(tmp_path):
+    """Asked for far more speakers than talk, resegmentation (every window to its nearest speaker) can leave one
+    without a turn: the others are named without a gap, a warning says so, and segment labels still index
+    `speakers` and `speaker_embeddings` (they pointed one row off)."""
+    import soundfile as sf
+
+    wave, sr = sf.read(EXAMPLE)
+    dropped = 0
+    for seed, k in ((1, 20), (3, 16)):  # noise draws where one of k speakers lost every window (bundled model)
+        noisy = wave + 0.03 * np.random.default_rng(seed).standard_normal(len(wave))
+        sf.write(tmp_path / "noisy.wav", noisy.astype(np.float32), sr)
+        result = diarize(tmp_path / "noisy.wav", device="cpu", num_speakers=k)
+        n = len(result.speakers)
+        dropped += n < k
+        assert result.speakers == [f"SPEAKER_{i:02d}" for i in range(n)] == sorted({t.speaker for t in result.turns})
+        assert (n < k) == any(f"{k} speakers asked for; {n} kept turns" in w for w in result.warnings)
+        labels, emb = result.segments["labels"], normalise(result.segments["embeddings"])
+        assert labels.max() == n - 1 and len(result.speaker_embeddings) == n
+        own = normalise(np.stack([emb[labels == i].mean(axis=0) for i in range(n)]))
+        assert ((own @ result.speaker_embeddings.T).argmax(axis=1) == np.arange(n)).all()
+    assert dropped  # the case this test is about
+
+
 @pytest.mark.parametrize("counts, message", [
     (dict(num_speakers=0), "num_speakers 0: a speaker count is a whole number"),
     (dict(num_speakers=2.5), "num_speakers 2.5"),
