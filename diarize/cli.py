@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import math
 import os
 import re
 import sys
@@ -1123,6 +1124,8 @@ def evaluate(
 
     from .evaluate import read_uem, score
 
+    if not math.isfinite(collar):
+        fail(f"--collar {collar}: give a number of seconds", USAGE)
     to_stdout = check_json_target(json_out, force)
     try:
         references, hypotheses = load_rttms_warning(ref, str(ref)), load_rttms_warning(hyp, str(hyp))
@@ -1154,7 +1157,13 @@ def evaluate(
     unmatched = {k: v for k, v in hypotheses.items() if k not in references}
     if unmatched:
         warn(f"{len(unmatched)} hypothesis file ids are not in the reference, not scored: {_ids(unmatched)}")
-    records = [{k: v if isinstance(v, (str, int)) else float(v) for k, v in r.items()} for r in rows]
+    missing = {k: v for k, v in references.items() if k not in hypotheses}
+    if missing:
+        warn(f"no hypothesis for {len(missing)} of {len(references)} reference files, scored as all missed: "
+             f"{_ids(missing)}")
+    # each row says how it was scored: a der.json is read apart from the command that wrote it
+    how = {"collar": collar, "skip_overlap": skip_overlap, "uem": str(uem) if uem else None}
+    records = [{**{k: v if isinstance(v, (str, int)) else float(v) for k, v in r.items()}, **how} for r in rows]
     if not to_stdout:
         within = f", inside the regions of {escape(str(uem))}" if uem else ""
         overlap = "skipped" if skip_overlap else "scored"
@@ -1165,10 +1174,6 @@ def evaluate(
             rates = (f"{100 * r[k]:.2f}" for k in ("der", "missed", "false_alarm", "confusion", "jer"))
             table.add_row(escape(r["file"]), *rates, f"{r['ref_speakers']}/{r['hyp_speakers']}")
         print_table(stdout_console, table)
-    missing = {k: v for k, v in references.items() if k not in hypotheses}
-    if missing:
-        warn(f"no hypothesis for {len(missing)} of {len(references)} reference files, scored as all missed: "
-             f"{_ids(missing)}")
     if json_out:
         write_json(json_out, records)
 

@@ -132,6 +132,9 @@ def write_turns(turns: Iterable[Turn], path: str | Path, fmt: str | None = None,
     """Write `turns` to `path` in `fmt` (default: the path's suffix). `path` "-" is stdout and then needs
     `fmt`. `file_id` (the RTTM recording name) defaults to the path's stem, "stdout" for "-"."""
     turns = list(turns)
+    for t in turns:  # what read_rttm (and any scorer) refuses is not written
+        if not (math.isfinite(t.start) and math.isfinite(t.end) and 0 <= t.start <= t.end):
+            raise ValueError(f"turn {t.start}-{t.end} of {t.speaker!r}: times must be finite, from 0, end after start")
     if str(path) == "-":
         if fmt is None:
             raise ValueError(f"writing to stdout needs a format; available: {', '.join(FORMATS)}")
@@ -157,6 +160,8 @@ def read_rttm(path: str | Path) -> dict[str, list[Turn]]:
             lines = list(f)
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not an RTTM file (not UTF-8 text)") from None
+    if "".join(lines).lstrip()[:1] in ("[", "{"):  # the turns `cluster --out json` writes
+        raise ValueError(f"{path}: JSON, not RTTM (diarize cluster --out rttm writes RTTM)")
     for n, line in enumerate(lines, start=1):
         fields = line.split()
         if not fields or fields[0].startswith(";;") or fields[0].upper() in RTTM_OTHER_TYPES:

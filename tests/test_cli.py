@@ -235,6 +235,7 @@ def test_evaluate_the_example_against_itself_gives_der_zero_and_json_rows(diariz
     assert [r["file"] for r in rows] == ["meeting", "TOTAL"]
     assert all(r["der"] == 0 and r["jer"] == 0 and r["ref_speakers"] == 3 for r in rows)
     assert all(type(r["ref_speakers"]) is int and type(r["hyp_speakers"]) is int for r in rows)
+    assert all(r["collar"] == 0 and r["skip_overlap"] is False and r["uem"] is None for r in rows)  # how scored
     table = [line for line in result.stdout.splitlines() if "meeting" in line or "TOTAL" in line]
     assert len(table) == 2 and all("0.00" in line for line in table)
 
@@ -251,6 +252,15 @@ def test_evaluate_a_malformed_rttm_names_file_and_line(diarize, fails_cleanly, t
 
 def test_evaluate_a_binary_file_is_an_error_naming_it(diarize, fails_cleanly, make_audio):
     assert "not an RTTM file" in fails_cleanly(diarize("evaluate", EXAMPLE_RTTM, make_audio("two.wav")), "two.wav")
+
+
+def test_evaluate_says_a_json_of_turns_is_not_rttm_and_refuses_an_endless_collar(diarize, fails_cleanly, tmp_path):
+    turns = tmp_path / "meeting.json"
+    turns.write_text('[{"start": 0.0, "end": 1.0, "speaker": "SPEAKER_00"}]\n')
+    fails_cleanly(diarize("evaluate", EXAMPLE_RTTM, turns), "meeting.json", "JSON, not RTTM", "--out rttm")
+    result = diarize("evaluate", EXAMPLE_RTTM, EXAMPLE_RTTM, "--collar", "inf")
+    fails_cleanly(result, "--collar inf")
+    assert result.exit_code == 2
 
 
 def test_evaluate_json_that_cannot_be_written_is_an_error(diarize, fails_cleanly, tmp_path):
@@ -322,9 +332,10 @@ def test_evaluate_uem_scores_its_regions_and_names_the_files_it_leaves_whole(dia
                    "SPEAKER n 1 0 5 <NA> <NA> a <NA> <NA>\n")
     hyp.write_text("SPEAKER m 1 0 20 <NA> <NA> x <NA> <NA>\nSPEAKER n 1 0 5 <NA> <NA> x <NA> <NA>\n")
     (tmp_path / "m.uem").write_text("m 1 0 10\nmm 1 0 10\n")
-    result = diarize("evaluate", ref, hyp, "--uem", tmp_path / "m.uem", "--json", "-")
+    result = diarize("evaluate", ref, hyp, "--uem", tmp_path / "m.uem", "--json", "-", "--collar", "0.25")
     stderr = succeeds(result)
     assert [r["der"] for r in json.loads(result.stdout)] == [0.0, 0.0, 0.0]  # without it, m's DER is 50%
+    assert {(r["uem"], r["collar"]) for r in json.loads(result.stdout)} == {(str(tmp_path / "m.uem"), 0.25)}
     assert "does not list 1 of 2 reference files, scored whole: n" in stderr.replace("\n", "")
     assert "1 file ids of --uem" in stderr and "not in the reference, not used: mm" in stderr.replace("\n", "")
 

@@ -199,6 +199,14 @@ def test_rttm_refuses_speaker_labels_with_spaces(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("fmt", ["rttm", "json", "csv", "srt"])
+@pytest.mark.parametrize("turn", [Turn(2.0, 1.0, "A"), Turn(-1.0, 1.0, "A"), Turn(0.0, float("nan"), "A")])
+def test_turns_that_no_reader_would_take_back_are_not_written(tmp_path, fmt, turn):
+    with pytest.raises(ValueError, match="times must be finite"):  # an RTTM of them was refused by evaluate
+        write_turns([Turn(0, 1, "B"), turn], tmp_path / f"out.{fmt}")
+    assert os.listdir(tmp_path) == []
+
+
 def test_read_json_names_the_file_of_invalid_json(tmp_path):
     path = tmp_path / "broken.json"
     path.write_text('[{"start": 0,')
