@@ -129,9 +129,10 @@ class Diarization:
     duration: float  # seconds
     turns: list[Turn]
     speakers: list[str]
-    speaker_embeddings: np.ndarray  # (speakers, D) L2-normalised centroids, in `speakers` order
-    segments: dict[str, np.ndarray]  # start, end, embeddings, labels of the clustered segments
-    speech: np.ndarray  # (frames,) bool speech mask at 10 ms
+    # (the arrays are left out of the repr: printed, a result shows its turns, not thousands of numbers)
+    speaker_embeddings: np.ndarray = field(repr=False)  # (speakers, D) L2-normalised centroids, `speakers` order
+    segments: dict[str, np.ndarray] = field(repr=False)  # start, end, embeddings, labels of the clustered segments
+    speech: np.ndarray = field(repr=False)  # (frames,) bool speech mask at 10 ms
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     warnings: list[str] = field(default_factory=list)
 
@@ -421,7 +422,8 @@ def windows_to_turns(centres: np.ndarray, labels: np.ndarray, speech: np.ndarray
             run[0] = prev[0]
     if heard is not None:
         runs = [(a + s, a + e, lab) for a, b, lab in runs for s, e in regions(heard[a:b])]
-    turns = [Turn(float(a * FRAME_SECONDS), float(min(b * FRAME_SECONDS, duration)), names[lab]) for a, b, lab in runs]
+    per_second = round(1 / FRAME_SECONDS)  # frames / 100 is 6.1 where frames * 0.01 is 6.1000000000000005
+    turns = [Turn(float(a / per_second), float(min(b / per_second, duration)), names[lab]) for a, b, lab in runs]
     return merge_turns(turns)
 
 

@@ -379,6 +379,15 @@ def test_bundled_model_finds_more_than_one_speaker_on_its_own():
     assert len(diarize(EXAMPLE, device="cpu").speakers) >= 2
 
 
+def test_a_printed_result_shows_its_turns_at_their_times_not_its_arrays():
+    result = diarize(EXAMPLE, device="cpu")
+    shown = repr(result)
+    assert "speech=" not in shown and "segments=" not in shown and len(shown) < 5000
+    assert all(type(t.start) is float and type(t.end) is float for t in result.turns)  # not np.float64(...)
+    # turns start on 10 ms frames and print so: 6.1, not 6.1000000000000005
+    assert all(repr(t.start) == repr(round(t.start, 2)) and repr(t.start) in shown for t in result.turns)
+
+
 def test_knowing_the_speaker_count_never_hurts_the_example():
     free = diarize(EXAMPLE, device="cpu")
     fixed = diarize(EXAMPLE, device="cpu", num_speakers=3)
