@@ -6,10 +6,12 @@
 """
 import importlib
 
-__all__ = ["load_model", "diarize", "Diarization", "PipelineConfig", "Turn", "write_turns"]
+__all__ = ["load_model", "diarize", "Diarization", "PipelineConfig", "Turn", "write_turns", "AudioError",
+           "ModelError"]
 __version__ = "0.1.0"
 _MODULE_OF = {"load_model": "model", "diarize": "pipeline", "Diarization": "pipeline",
-              "PipelineConfig": "pipeline", "Turn": "writers", "write_turns": "writers"}
+              "PipelineConfig": "pipeline", "Turn": "writers", "write_turns": "writers", "AudioError": "audio",
+              "ModelError": "model"}
 
 
 def __dir__() -> list[str]:

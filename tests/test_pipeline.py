@@ -379,6 +379,17 @@ def test_bundled_model_finds_more_than_one_speaker_on_its_own():
     assert len(diarize(EXAMPLE, device="cpu").speakers) >= 2
 
 
+def test_the_api_names_what_it_raises_for_an_unreadable_input_or_model(tmp_path):
+    import diarize as api
+
+    assert {"AudioError", "ModelError"} <= set(api.__all__) and issubclass(api.AudioError, ValueError)
+    with pytest.raises(api.AudioError, match="none.wav"):
+        api.diarize(tmp_path / "none.wav")
+    (tmp_path / "notes.pt").write_text("not a model\n")
+    with pytest.raises(api.ModelError, match="notes.pt"):
+        api.diarize(EXAMPLE, model=tmp_path / "notes.pt")
+
+
 def test_a_printed_result_shows_its_turns_at_their_times_not_its_arrays():
     result = diarize(EXAMPLE, device="cpu")
     shown = repr(result)
