@@ -1005,7 +1005,9 @@ def _summary(rows, references: dict) -> None:
 def embed(
     ctx: typer.Context,
     audio: Annotated[list[Path], typer.Argument(metavar="AUDIO", help="Audio files or folders of them.")],
-    out: Annotated[Path, typer.Option("--out", "-o", metavar="FILE", help="Output .npz or .json.")],
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="FILE",
+                                      help="Output file: a path ending in .npz or .json (not a format name, "
+                                           "not -: embeddings are not written to stdout).")],
     level: Annotated[Level, typer.Option(help="window: every 0.4 s window; segment: clustered segments; "
                                               "speaker: one centroid per speaker found; file: one mean "
                                               "embedding per input.")] = Level.window,
@@ -1041,7 +1043,8 @@ def embed(
     from .pipeline import PipelineConfig
 
     if out.suffix.lower() not in (".npz", ".json"):
-        fail(f"--out {out}: use a .npz or .json path", USAGE)
+        hint = f" (e.g. {audio[0].stem or 'out'}.{out})" if str(out) in ("npz", "json") else ""
+        fail(f"--out {out}: use a .npz or .json path{hint}", USAGE)
     check_counts(num_speakers, min_speakers, max_speakers)
     if level in (Level.window, Level.file) and (num_speakers or min_speakers > 1 or max_speakers):
         warn(f"the speaker count options are not used at --level {level.value}")

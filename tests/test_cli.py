@@ -177,6 +177,15 @@ def test_embed_json_is_valid_json_records(diarize, succeeds, make_audio, tmp_pat
     assert all(len(r["embedding"]) == 32 and r["speaker"].startswith("SPEAKER_") for r in records)
 
 
+@pytest.mark.parametrize("out, said", [("npz", "(e.g. two.npz)"), ("-", ".npz or .json path"),
+                                       ("e.txt", ".npz or .json path")])
+def test_embed_out_is_a_npz_or_json_path_and_a_format_name_is_answered_with_one(diarize, fails_cleanly, make_audio,
+                                                                                out, said):
+    result = diarize("embed", make_audio("two.wav"), "--out", out)
+    fails_cleanly(result, f"--out {out}", said)
+    assert result.exit_code == 2
+
+
 def test_embed_of_audio_shorter_than_one_window_gives_one_padded_window(diarize, succeeds, make_audio, tmp_path):
     wav = make_audio("short.wav", 0.1 * np.random.default_rng(0).standard_normal(3200).astype(np.float32))
     succeeds(diarize("embed", wav, "--out", tmp_path / "short.npz"))
