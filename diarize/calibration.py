@@ -19,7 +19,9 @@ MAX_SPEAKERS = 5  # speakers in one pseudo-recording: 1 to this many
 # DER by up to 1.2 points; on 20, by up to 0.3; on 40, not at all: fewer than this are worth a word
 FEW_SPEAKERS = 20
 MAX_PIECES = 12  # pieces of one speaker among others (drawn 3 to this many: unbalanced speakers)
-MIN_PIECES = 4  # a voice is calibrated on when it has this many pieces (4.8 s): two halves of two
+MIN_PIECES = 4  # a voice is calibrated on when it has this many pieces: two halves of two. Validation takes at
+# most 16 windows of an utterance, so one gives 2 pieces at most: 4 utterances, or 2 of 2.6 s or more
+VOICE_NEEDS = "4 utterances, or 2 of 2.6 s or more"  # ...said so in messages
 ONE_VOICE_DRAWS = 10  # one-voice recordings per held-out speaker: all its pieces, then random subsets of at
 # least half of them. Read on one recording of every fifth pseudo-recording's speaker (60 in all), the 90th
 # percentile moved by up to 0.04 between encoders of one family (0.270-0.331), enough to decide a one-speaker
@@ -89,10 +91,15 @@ def piece_embeddings(window_embeddings: list[np.ndarray]) -> list[np.ndarray]:
     PIECE_WINDOWS windows (an utterance shorter than that gives one piece of all its windows)."""
     out = []
     for w in window_embeddings:
-        n = max(1, len(w) // PIECE_WINDOWS)
+        n = pieces_in(len(w))
         whole = w[: n * PIECE_WINDOWS] if len(w) >= PIECE_WINDOWS else w
         out.append(normalise(np.stack([part.mean(axis=0) for part in np.array_split(whole, n)])))
     return out
+
+
+def pieces_in(windows: int) -> int:
+    """The pieces `piece_embeddings` cuts from an utterance of this many windows."""
+    return max(1, windows // PIECE_WINDOWS)
 
 
 def voices_to_calibrate(window_counts: list[int], speakers: list[str]) -> int:
@@ -100,7 +107,7 @@ def voices_to_calibrate(window_counts: list[int], speakers: list[str]) -> int:
     them): known before any embedding, so that a set too short to calibrate on is found before training."""
     pieces: dict[str, int] = {}
     for n, s in zip(window_counts, speakers):
-        pieces[s] = pieces.get(s, 0) + max(1, n // PIECE_WINDOWS)
+        pieces[s] = pieces.get(s, 0) + pieces_in(n)
     return sum(p >= MIN_PIECES for p in pieces.values())
 
 
@@ -120,7 +127,7 @@ def calibrate(pieces: list[np.ndarray], speakers: list[str], seed: int = 0) -> C
     names = sorted(pool)
     if len(names) < MAX_SPEAKERS:
         raise ValueError(f"calibration needs at least {MAX_SPEAKERS} held-out speakers with {MIN_PIECES} pieces "
-                         f"(4.8 s) of speech each; found {len(names)}")
+                         f"of speech each ({VOICE_NEEDS}); found {len(names)}")
     rng = np.random.default_rng(seed)
     same, different, adjacent = [], [], []
     for r in range(RECORDINGS):

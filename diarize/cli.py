@@ -708,9 +708,10 @@ def check_outputs(targets: dict[Path, list[str]], force: bool, skip_existing: bo
         clashes = [p for paths in existing.values() for p in paths]
         which = (f"{clashes[0]} and {len(clashes) - 1} more outputs exist" if len(clashes) > 1
                  else f"{clashes[0]} exists")
-        why = ("" if not skip_existing else " (--skip-existing keeps no input whose turns go to stdout)"
-               if any("-" in targets[f] for f in existing) else "")
-        fail(f"{which}; use --force to overwrite{why if skip_existing else ', or --skip-existing to keep whole ones'}")
+        if not skip_existing:
+            fail(f"{which}; use --force to overwrite, or --skip-existing to keep whole ones")
+        why = " (--skip-existing keeps no input whose turns go to stdout)"
+        fail(f"{which}; use --force to overwrite{why if any('-' in targets[f] for f in existing) else ''}")
     return [f for f in targets if not (skip_existing and f in done)]
 
 
@@ -1043,7 +1044,8 @@ def embed(
     from .pipeline import PipelineConfig
 
     if out.suffix.lower() not in (".npz", ".json"):
-        hint = f" (e.g. {audio[0].stem or 'out'}.{out})" if str(out) in ("npz", "json") else ""
+        name = str(out).lower().lstrip(".")
+        hint = f" (e.g. {audio[0].stem or 'out'}.{name})" if name in ("npz", "json") else ""
         fail(f"--out {out}: use a .npz or .json path{hint}", USAGE)
     check_counts(num_speakers, min_speakers, max_speakers)
     if level in (Level.window, Level.file) and (num_speakers or min_speakers > 1 or max_speakers):

@@ -55,7 +55,7 @@ def list_dataset(source: str | Path) -> Dataset:
     delimiter = "," if source.suffix.lower() == ".csv" else "\t"
     try:
         with open(source, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark
-            reader = csv.DictReader(f, delimiter=delimiter)
+            reader = csv.DictReader(f, delimiter=delimiter, skipinitialspace=True)  # "a.wav, alice"
             columns = reader.fieldnames or ()  # read from the file: an empty one has none
             # a spreadsheet's "Path" or " speaker" is the column meant
             reader.fieldnames = [c.strip().lower() for c in columns]
@@ -71,10 +71,10 @@ def list_dataset(source: str | Path) -> Dataset:
     if not rows:
         raise DataError(f"{source}: the manifest lists no files (a header alone)")
     for n, r in enumerate(rows, start=2):
-        if not r["path"] or not r["speaker"]:
+        if not (r["path"] or "").strip() or not (r["speaker"] or "").strip():
             raise DataError(f"{source}:{n}: a row needs both a path and a speaker")
     root = source.parent
-    return Dataset([root / r["path"] for r in rows], [r["speaker"] for r in rows])
+    return Dataset([root / r["path"].strip() for r in rows], [r["speaker"].strip() for r in rows])
 
 
 def split_speakers(data: Dataset, n_val: int, seed: int = 0) -> tuple[Dataset, Dataset]:
@@ -83,8 +83,9 @@ def split_speakers(data: Dataset, n_val: int, seed: int = 0) -> tuple[Dataset, D
     if n_val < 2:
         raise DataError(f"--val-speakers {n_val}: validation needs at least 2 speakers (0: none)")
     if n_val > len(names) - 2:  # training needs 2 speakers too
-        raise DataError(f"--val-speakers {n_val}: holding out {n_val} of the {len(names)} speakers leaves "
-                        f"{max(len(names) - n_val, 0)} to train on; training needs at least 2")
+        left = f"leaves {len(names) - n_val} to train on" if n_val <= len(names) else "is more than there are"
+        raise DataError(f"--val-speakers {n_val}: holding out {n_val} of the {len(names)} speakers {left}; "
+                        f"training needs at least 2")
     held = set(np.random.default_rng(seed).choice(names, size=n_val, replace=False).tolist())
     train, val = Dataset([], []), Dataset([], [])
     for path, spk in zip(data.paths, data.speakers):
@@ -187,11 +188,12 @@ def build_cache(data: Dataset, cache_dir: str | Path, workers: int = 1,
                         total += len(result)
                     if hook:
                         hook("features", completed=i + 1, total=len(data))
-        except BaseException:  # Ctrl-C included: no partial cache left behind
+        except BaseException as e:  # Ctrl-C included: no partial cache left behind
             tmp.unlink(missing_ok=True)
-            for folder in made:  # nor the folders made for it, deepest first, unless another process writes there
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
+            if isinstance(e, KeyboardInterrupt):  # a stop: nor the folders made for it, deepest first (not on
+                for folder in made:  # an error: another process may be about to write in an empty one)
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
             raise
         os.replace(tmp, cache_dir / name)
         index = {"offsets": offsets, "lengths": lengths, "speakers": speakers, "skipped": skipped,

@@ -21,7 +21,7 @@ from .audio import (AudioError, Decoding, audio_duration, audio_warnings, load_a
                     stream_log_mel)
 from .calibration import Calibration, for_recording, normalise
 from .cluster import centroids, cluster_embeddings, pool_neighbours, refine, with_outputs
-from .hparams import FRAME_SECONDS, WINDOW_FRAMES, WINDOW_SECONDS
+from .hparams import FRAME_SECONDS, HOP_LENGTH, SAMPLE_RATE, WINDOW_FRAMES, WINDOW_SECONDS
 from .model import SpeakerEncoder, load_model
 from .overlap import OverlapDetector, load_detector
 from .vad import SILERO_CHUNK, SileroSpeech, above_floor, energy_speech, is_noisy
@@ -422,8 +422,9 @@ def windows_to_turns(centres: np.ndarray, labels: np.ndarray, speech: np.ndarray
             run[0] = prev[0]
     if heard is not None:
         runs = [(a + s, a + e, lab) for a, b, lab in runs for s, e in regions(heard[a:b])]
-    per_second = round(1 / FRAME_SECONDS)  # frames / 100 is 6.1 where frames * 0.01 is 6.1000000000000005
-    turns = [Turn(float(a / per_second), float(min(b / per_second, duration)), names[lab]) for a, b, lab in runs]
+    # frame * 160 / 16000 is 6.1 where frame * 0.01 is 6.1000000000000005
+    seconds = lambda frame: frame * HOP_LENGTH / SAMPLE_RATE
+    turns = [Turn(float(seconds(a)), float(min(seconds(b), duration)), names[lab]) for a, b, lab in runs]
     return merge_turns(turns)
 
 
@@ -623,15 +624,19 @@ def diarize_windows(windows: Windows, file_id: str, *, num_speakers: int | None 
     # (names without a gap), and its segments go to the nearest speaker left, so that segment labels index
     # `speakers` and `speaker_embeddings`
     keep = [k for k, name in enumerate(names) if any(t.speaker == name for t in turns)]
-    if 0 < len(keep) < len(names):
+    if not keep:  # (no turn at all: every one shorter than the shortest kept)
+        labels, speaker_centroids = np.full(len(labels), -1), speaker_centroids[:0]
+    elif len(keep) < len(names):
         renamed = {names[k]: f"SPEAKER_{i:02d}" for i, k in enumerate(keep)}
         turns = [Turn(t.start, t.end, renamed[t.speaker]) for t in turns]
         nearest = np.asarray(keep)[np.argmax(normalise(seg_emb) @ speaker_centroids[keep].T, axis=1)]
         labels = np.searchsorted(keep, np.where(np.isin(labels, keep), labels, nearest))
+        speaker_centroids = centroids(seg_emb, labels)
         if len(keep) < asked <= len(seg_emb):  # (more than the segments: said above)
-            warnings.append(f"{named}: {asked} speakers asked for; {len(keep)} kept turns of their own (the "
+            many = f"{asked}" if num_speakers is not None else f"at least {asked}"
+            warnings.append(f"{named}: {many} speakers asked for; {len(keep)} kept turns of their own (the "
                             f"others' speech went to them when every window was given its nearest speaker)")
     segments = {"start": seg_start, "end": np.minimum(seg_end, duration), "embeddings": seg_emb,
                 "labels": labels}
     return Diarization(file_id, duration, turns, [f"SPEAKER_{i:02d}" for i in range(len(keep))],
-                       speaker_centroids[keep].astype(np.float32), segments, speech, dict(timer), warnings)
+                       speaker_centroids.astype(np.float32), segments, speech, dict(timer), warnings)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .augment import PRE_ROLL, SPAN, WINDOW_SAMPLES, Acoustics, load_acoustics, window_log_mels
-from .calibration import MAX_SPEAKERS, voices_to_calibrate  # the calibration needs this many voices
+from .calibration import MAX_SPEAKERS, VOICE_NEEDS, voices_to_calibrate  # the calibration needs this many voices
 from .data import BatchSampler, Dataset, build_cache, ignore_interrupts, utterance_windows
 from .distill import TEACHER_SAMPLES, Teacher, relational_loss, resemblyzer_weights
 from .hparams import WINDOW_FRAMES
@@ -305,8 +305,8 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
         held_out = speaker_set("train", train_cache, CALIBRATION_UTTERANCES, max_speakers=CALIBRATION_SPEAKERS)
         if rank == 0 and calibratable(held_out) >= MAX_SPEAKERS:  # fewer: it warns there is none
             hook("warning", message="the speaker-count calibration is read on training speakers (held-out "
-                                    f"ones need --val with {MAX_SPEAKERS} or more speakers of 4.8 s of speech); "
-                                    "recalibrate: diarize validate DATA --calibrate")
+                                    f"ones need --val with {MAX_SPEAKERS} or more speakers of {VOICE_NEEDS} "
+                                    "each); recalibrate: diarize validate DATA --calibrate")
 
     step, best_eer, history = 0, float("inf"), []
     if resume:

@@ -70,8 +70,9 @@ def test_a_manifest_without_path_and_speaker_columns_is_refused(tmp_path):
 
 def test_a_manifest_header_is_read_whatever_its_case_and_spaces(tmp_path):
     manifest = tmp_path / "train.csv"
-    manifest.write_text("Path, Speaker\na.wav,alice\n")
-    assert list_dataset(manifest).speakers == ["alice"] and list_dataset(manifest).paths == [tmp_path / "a.wav"]
+    manifest.write_text("Path, Speaker\na.wav, alice\nb.wav,bob \n")  # as a spreadsheet may write them
+    data = list_dataset(manifest)
+    assert data.speakers == ["alice", "bob"] and data.paths == [tmp_path / "a.wav", tmp_path / "b.wav"]
 
 
 def test_a_manifest_saved_by_a_spreadsheet_is_read_and_a_header_alone_is_said_to_list_nothing(tmp_path):
@@ -97,10 +98,9 @@ def test_split_speakers_holds_out_whole_speakers(tmp_path):
         assert all(p.name.startswith(s + "_") for p, s in zip(part.paths, part.speakers))
     again = split_speakers(data, n_val=2, seed=3)
     assert again[1].paths == val.paths  # the seed decides
-    for n_val, left in ((6, 0), (5, 1)):  # training needs 2 speakers: the hold-out is named as the cause
-        with pytest.raises(DataError, match=f"--val-speakers {n_val}: holding out {n_val} of the 6 speakers "
-                                            f"leaves {left} to train on"):
-            split_speakers(data, n_val=n_val)
+    for n_val, said in ((6, "leaves 0 to train on"), (5, "leaves 1 to train on"), (8, "is more than there are")):
+        with pytest.raises(DataError, match=f"--val-speakers {n_val}: holding out {n_val} of the 6 speakers {said}"):
+            split_speakers(data, n_val=n_val)  # training needs 2 speakers: the hold-out is named as the cause
     assert len(set(split_speakers(data, n_val=4)[0].speakers)) == 2
 
 
