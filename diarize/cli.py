@@ -157,8 +157,10 @@ def named_sets(paths: list[Path]) -> list:
     names = [p.stem for p in paths]
     for path, name in zip(paths, names):
         if name in ("val", "rooms", "clips", "mean") or names.count(name) > 1:
-            raise ValueError(f"--also {path}: its figures would be named eer_{name}, as another set's are; "
-                             f"give it a file or folder name of its own")
+            fail(f"--also {path}: its figures would be named eer_{name}, as another set's are; give it a file or "
+                 f"folder name of its own", USAGE)
+        if not path.exists():
+            fail(f"--also {path}: no such file or folder", USAGE)
     return [(p.stem, list_dataset(p)) for p in paths]
 
 
@@ -257,7 +259,8 @@ def check_sources(**folders: list[Path] | None) -> None:
     for name, paths in folders.items():
         for folder in paths or ():
             if not folder.is_dir():
-                fail(f"--{name.replace('_', '-')} {folder}: no such folder", USAGE)
+                fail(f"--{name.replace('_', '-')} {folder}: {'not a folder' if folder.exists() else 'no such folder'}",
+                     USAGE)
 
 
 def stopped(last: Path | None, signum: int) -> NoReturn:
@@ -352,7 +355,7 @@ def train(
 
     from .data import DataError, list_dataset, split_speakers
     from .model import EncoderConfig, ModelError, load_checkpoint, pick_device, resolve_model_path
-    from .train import TrainConfig, TrainingInterrupted, WorkerDied, train as run_training
+    from .train import RunRefused, TrainConfig, TrainingInterrupted, WorkerDied, train as run_training
 
     if threads:
         torch.set_num_threads(threads)
@@ -391,7 +394,7 @@ def train(
     if val and data.resolve() == val.resolve():
         warn(f"--val {val} is DATA itself: validated on the training speakers, the EER says little")
     check_folders(out=out, cache=cache)
-    check_sources(rir_dir=rir_dir, noise_dir=noise_dir)
+    check_sources(rir_dir=rir_dir, noise_dir=noise_dir, val_clips=[val_clips] if val_clips else None)
     held = not resume and refuse_held_run(out, force)
     try:
         dev = pick_device(device)
@@ -451,10 +454,10 @@ def train(
                 say_while_training(bar, tasks.get("train"), event, talk)
             elif event == "val" and talk:
                 say_while_training(bar, tasks.get("train"), event, talk)
-                sets = {k[4:]: v for k, v in info.items() if k.startswith("eer_")}
+                sets = {k[4:]: v for k, v in info.items() if k.startswith("eer_") and k != "eer_mean"}
                 each = ", ".join(f"{name} {100 * eer:.2f}" for name, eer in sets.items())
                 each = f" (mean of {each})" if len(sets) > 1 else ""
-                console.print(f"step {info['step']}: val EER {100 * info['eer']:.2f}%{each} pair acc "
+                console.print(f"step {info['step']}: val EER {100 * info['eer_mean']:.2f}%{each} pair acc "
                               f"{info['pair_accuracy']:.3f} (best {100 * info['best']:.2f}%)")
 
         try:
@@ -464,6 +467,8 @@ def train(
             stopped(*e.args)
         except KeyboardInterrupt:  # before the first step: while reading the data or building its cache
             not_begun(resume, signum[0], " (a partly built feature cache is not kept)")
+        except RunRefused as e:
+            fail(str(e), USAGE)
         except (DataError, ModelError, ValueError, WorkerDied) as e:
             fail(str(e))
         except OSError as e:
@@ -1273,7 +1278,7 @@ def validate(
 
     to_stdout = check_json_target(json_out, force)
     check_folders(cache=cache)
-    check_sources(noise_dir=noise_dir)
+    check_sources(noise_dir=noise_dir, clips=[clips] if clips else None)
     if calibrate:
         if calibrate.suffix != ".pt":
             fail(f"{calibrate}: a model file ends in .pt", USAGE)

@@ -60,6 +60,11 @@ class TrainingInterrupted(Exception):
     there is none yet) and the signal's number."""
 
 
+class RunRefused(ValueError):
+    """The command asks a run for what it cannot do (resume it on other data, without its validation, past
+    its end): a command line that cannot work."""
+
+
 class WorkerDied(RuntimeError):
     """A process drawing batches (--workers) ended abruptly."""
 
@@ -268,14 +273,14 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
             # resumed with it: else best.pt, the validated model, would be chosen on less, or overwritten
             validated = started_on or (split == "validation" and ckpt["best_eer"] < float("inf"))
             if validated and now is None:
-                raise ValueError(f"{resume}: the run is validated; resume it with the same validation data "
+                raise RunRefused(f"{resume}: the run is validated; resume it with the same validation data "
                                  f"(--val{' and --also' if split == 'further' else ''})")
             if started_on and started_on != now:
                 what = "--also" if split == "further" else split
-                raise ValueError(f"{resume}: the run was started on other {what} data (speakers or files "
+                raise RunRefused(f"{resume}: the run was started on other {what} data (speakers or files "
                                  f"differ); resume it with the same DATA, --val and --also, or start a new run")
         if ckpt["step"] >= config.steps:
-            raise ValueError(f"{resume} is at step {ckpt['step']} already: give --steps above it to train further")
+            raise RunRefused(f"{resume} is at step {ckpt['step']} already: give --steps above it to train further")
     feed = _Feed(train_data, cache_dir, config)
     # what can be checked without the audio is, before minutes of features: the speakers, the model to
     # start from, the distillation's teacher, the rooms and noises
@@ -402,9 +407,9 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
                     calibration, uncalibrated = None, True
                 if metrics:
                     log({"step": step, **{f"val_{k}": v for k, v in metrics.items()}})
-                    hook("val", step=step, best=min(best_eer, metrics["eer"]), **metrics)
-                if not val or metrics["eer"] < best_eer:
-                    best_eer = metrics.get("eer", best_eer)
+                    hook("val", step=step, best=min(best_eer, metrics["eer_mean"]), **metrics)
+                if not val or metrics["eer_mean"] < best_eer:
+                    best_eer = metrics.get("eer_mean", best_eer)
                     save_checkpoint(out_dir / "best.pt", encoder, step=step, metrics=metrics,
                                     train_config=dataclasses.asdict(config), calibration=calibration)
                 checkpoint(metrics)
@@ -452,8 +457,6 @@ def validate(encoder: SpeakerEncoder, data: Dataset, cache_dir: str | Path, devi
         # too little was left to measure: the unreadable files are likely why
         raise ValueError(f"{e} ({len(cache.skipped)} of {len(data)} files could not be read: "
                          f"{'; '.join(cache.skipped[:3])}{' ...' if len(cache.skipped) > 3 else ''})") from None
-    figures["eer_mean"] = figures["eer"]
-    figures["eer"] = figures["eer_val"]
     try:
         figures["calibration"] = calibrate_encoder(encoder, sets[0], device, embedded).as_dict()
     except ValueError as e:

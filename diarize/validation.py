@@ -162,10 +162,11 @@ def set_eer(encoder, held: HeldOut, device: torch.device, memo: dict | None = No
 
 
 def evaluate_sets(encoder, sets: list[HeldOut], device: torch.device, memo: dict | None = None) -> dict[str, float]:
-    """The first set's figures, each set's EER as eer_<name>, and `eer`: the mean over the sets (what
-    checkpoints are chosen by). A `memo` (an empty dict) keeps the window embeddings for calibrate_encoder."""
+    """The first set's figures (`eer` among them), each set's EER as eer_<name>, and eer_mean: the mean over
+    the sets (what checkpoints are chosen by). A `memo` (an empty dict) keeps the window embeddings for
+    calibrate_encoder."""
     figures = {held.name: set_eer(encoder, held, device, memo) for held in sets}
     out = dict(figures[sets[0].name])
     out.update({f"eer_{name}": f["eer"] for name, f in figures.items()})
-    out["eer"] = float(np.mean([f["eer"] for f in figures.values()]))
+    out["eer_mean"] = float(np.mean([f["eer"] for f in figures.values()]))
     return out

@@ -426,12 +426,15 @@ def test_a_run_is_measured_on_each_held_out_set_and_keeps_the_best_mean(voices, 
                     config, cache_dir=tmp_path / "cache", more_val=[("others", list_dataset(few_voices))],
                     val_rooms=True, val_clips=tmp_path / "clips")
     figures = summary["metrics"]
-    sets = {k: v for k, v in figures.items() if k.startswith("eer_")}
+    sets = {k: v for k, v in figures.items() if k.startswith("eer_") and k != "eer_mean"}
     assert set(sets) == {"eer_val", "eer_others", "eer_rooms", "eer_clips"}
-    assert figures["eer"] == pytest.approx(np.mean(list(sets.values())))
+    assert figures["eer_mean"] == pytest.approx(np.mean(list(sets.values())))
+    # `eer` is the --val set's, beside its speakers and pair accuracy, as validate and the model card say it
+    assert figures["eer"] == figures["eer_val"] and figures["speakers"] == 8
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
-    means = [r["val_eer"] for r in log if "val_eer" in r]
-    assert len(means) == 2 and load_checkpoint(tmp_path / "run" / "best.pt")["metrics"]["eer"] == min(means)
+    means = [r["val_eer_mean"] for r in log if "val_eer_mean" in r]
+    assert len(means) == 2 and load_checkpoint(tmp_path / "run" / "best.pt")["metrics"]["eer_mean"] == min(means)
+    assert summary["best_eer"] == min(means)
 
 
 def test_validate_reports_each_further_set_and_their_mean(diarize, succeeds, voices, few_voices, tiny_model, tmp_path):
@@ -585,13 +588,28 @@ def test_options_a_run_would_not_use_are_named(diarize, fails_cleanly, few_voice
     assert "is DATA itself" in said
 
 
+def test_a_missing_folder_or_set_is_named_with_its_option_before_any_audio_is_read(diarize, fails_cleanly,
+                                                                                   few_voices, tmp_path):
+    none, afile = tmp_path / "none", tmp_path / "afile"
+    afile.write_text("")
+    for args, said in ((["train", few_voices, "--val-clips", none], f"--val-clips {none}: no such folder"),
+                       (["train", few_voices, "--val-clips", afile], f"--val-clips {afile}: not a folder"),
+                       (["train", few_voices, "--also", none], f"--also {none}: no such file or folder"),
+                       (["validate", few_voices, "--clips", none], f"--clips {none}: no such folder")):
+        result = diarize(*args, "--out" if args[0] == "train" else "--json", tmp_path / "run",
+                         *(TINY_CLI if args[0] == "train" else ()))
+        fails_cleanly(result, said)
+        assert result.exit_code == 2 and not (tmp_path / "run").exists()  # no feature cache was begun
+
+
 def test_a_run_is_not_resumed_on_other_data(diarize, fails_cleanly, succeeds, few_voices, tmp_path):
     run, other = tmp_path / "run", tmp_path / "other"
     shutil.copytree(few_voices, other)
     next(p for p in sorted(other.iterdir()) if p.is_dir()).rename(other / "someone-else")
     succeeds(diarize("train", few_voices, "--out", run, "--steps", "1", *TINY_CLI))
-    fails_cleanly(diarize("train", other, "--resume", run / "last.pt", "--steps", "2", *TINY_CLI),
-                  "other training data")
+    result = diarize("train", other, "--resume", run / "last.pt", "--steps", "2", *TINY_CLI)
+    fails_cleanly(result, "other training data")
+    assert result.exit_code == 2  # a command line that cannot work, as --steps below the run's length is
     moved = tmp_path / "moved"  # the same files elsewhere are the same data
     shutil.copytree(few_voices, moved)
     succeeds(diarize("train", moved, "--resume", run / "last.pt", "--steps", "2", *TINY_CLI))
