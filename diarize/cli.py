@@ -393,6 +393,9 @@ def train(
         warn(f"not used: {flags(unused)} (see diarize train --help)")
     if val and data.resolve() == val.resolve():
         warn(f"--val {val} is DATA itself: validated on the training speakers, the EER says little")
+        val_in_data = False  # said
+    else:
+        val_in_data = bool(val)
     check_folders(out=out, cache=cache)
     check_sources(rir_dir=rir_dir, noise_dir=noise_dir, val_clips=[val_clips] if val_clips else None)
     held = not resume and refuse_held_run(out, force)
@@ -416,6 +419,11 @@ def train(
         more_val = named_sets(also or [])
     except (DataError, ValueError) as e:
         fail(str(e))
+    if val_in_data:  # a folder and a manifest of the same files, or sets that share some
+        shared = {p.resolve() for p in train_data.paths} & {p.resolve() for p in val_data.paths}
+        if shared:
+            warn(f"--val {val}: {len(shared)} of its {len(val_data)} files are also in DATA: validated on "
+                 f"training speakers, the EER says little")
     rank0 = int(os.environ.get("RANK", "0")) == 0
     talk = rank0 and not quiet  # under torchrun, one process speaks
     with progress_bar(quiet=not talk) as bar, terminated_as_interrupted() as signum:
@@ -440,7 +448,8 @@ def train(
                     for line in info["skipped"]:
                         console.print(f"  {escape(line)}", highlight=False)
                 if info["dropped"]:
-                    console.print(f"[yellow]warning:[/] dropped {len(info['dropped'])} speakers with less "
+                    n = len(info["dropped"])
+                    console.print(f"[yellow]warning:[/] dropped {n} speaker{'s' * (n != 1)} with less "
                                   f"than one 0.4 s window of audio: {', '.join(info['dropped'])}")
             elif event == "step":
                 if "train" not in tasks:
@@ -1395,7 +1404,7 @@ def benchmark(
         except (ModelError, ValueError) as e:  # AudioError is a ValueError
             fail(str(e))
         if audio is None:  # the built file is gone with its temporary folder
-            r["audio"] = f"examples/meeting.wav repeated at varying gain to {minutes:g} minutes"
+            r["audio"] = f"examples/meeting.wav repeated at varying gain to {minutes:g} minute{'s' * (minutes != 1)}"
     length = f"{r['audio_seconds'] / 60:.1f} min" if r["audio_seconds"] >= 60 else f"{r['audio_seconds']:.1f} s"
     table = Table(title=f"{length} of audio on {r['device']} ({r['threads']} threads)")
     table.add_column("stage")

@@ -290,6 +290,10 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
     for split, data in (("training", train_data), ("validation", val_data)):
         if data is not None and len(set(data.speakers)) < 2:
             raise ValueError(f"the {split} data holds {len(set(data.speakers))} speaker(s): it needs at least 2")
+    for name, data in ([("val", val_data)] if val_data is not None else []) + list(more_val):
+        if max(Counter(data.speakers).values()) < 2:  # (files that turn out unreadable are checked once read)
+            raise UnscorableSet(f"validation set {name}: no speaker has 2 files; an EER needs same-speaker pairs",
+                                name)
     start_from = encoder_from_checkpoint(load_checkpoint(init), init) if init and not resume else None
     teacher = Teacher(resemblyzer_weights()) if config.distill else None
     acoustics = feed.acoustics()  # whatever the workers: bad files said early

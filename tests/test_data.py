@@ -37,7 +37,10 @@ def test_a_folder_has_one_subfolder_per_speaker_with_audio_at_any_depth(tmp_path
 def test_a_folder_without_audio_in_speaker_folders_is_refused(tmp_path):
     (tmp_path / "alice").mkdir()
     (tmp_path / "loose.wav").write_bytes(b"")
-    with pytest.raises(DataError, match="no audio files in speaker subfolders"):
+    with pytest.raises(DataError, match=r"no audio files in speaker subfolders \(1 directly in it: put each"):
+        list_dataset(tmp_path)
+    (tmp_path / "loose.wav").unlink()
+    with pytest.raises(DataError, match="no audio files in speaker subfolders$"):
         list_dataset(tmp_path)
     with pytest.raises(DataError, match="no such file or folder"):
         list_dataset(tmp_path / "missing")

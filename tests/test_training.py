@@ -330,11 +330,12 @@ def test_a_validation_set_without_same_speaker_pairs_is_refused_before_training_
         (single / speaker.name / first.name).write_bytes(first.read_bytes())
     run = tmp_path / "run"
     succeeds(diarize("train", few_voices, "--out", run, "--steps", "1", *TINY_CLI))
-    before = (run / "last.pt").read_bytes()
+    before, caches = (run / "last.pt").read_bytes(), sorted((run / "features").iterdir())
     result = diarize("train", few_voices, "--val", single, "--out", run, "--steps", "50", "--val-every", "40",
                      "--force", *TINY_CLI)
     fails_cleanly(result, "validation set val: no speaker has 2 files")
     assert "train ━" not in result.stderr and (run / "last.pt").read_bytes() == before  # no step, nothing lost
+    assert sorted((run / "features").iterdir()) == caches  # said from the file list, before any audio was read
 
 
 def test_a_new_run_in_the_folder_of_one_that_failed_starts_its_own_log(diarize, succeeds, few_voices, tmp_path):
@@ -600,6 +601,15 @@ def test_a_missing_folder_or_set_is_named_with_its_option_before_any_audio_is_re
                          *(TINY_CLI if args[0] == "train" else ()))
         fails_cleanly(result, said)
         assert result.exit_code == 2 and not (tmp_path / "run").exists()  # no feature cache was begun
+
+
+def test_a_val_manifest_of_the_training_files_is_warned_of(diarize, succeeds, few_voices, tmp_path):
+    files = sorted(f for f in few_voices.rglob("*.wav"))
+    manifest = tmp_path / "val.tsv"  # the same files as DATA, listed another way
+    manifest.write_text("path\tspeaker\n" + "".join(f"{f}\t{f.parent.parent.name}\n" for f in files))
+    stderr = succeeds(diarize("train", few_voices, "--val", manifest, "--out", tmp_path / "run", "--steps", "1",
+                              *TINY_CLI))
+    assert f"{len(files)} of its {len(files)} files are also in DATA" in " ".join(stderr.split())
 
 
 def test_a_run_is_not_resumed_on_other_data(diarize, fails_cleanly, succeeds, few_voices, tmp_path):
