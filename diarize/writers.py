@@ -134,7 +134,8 @@ def write_turns(turns: Iterable[Turn], path: str | Path, fmt: str | None = None,
     turns = list(turns)
     for t in turns:  # what read_rttm (and any scorer) refuses is not written
         if not (math.isfinite(t.start) and math.isfinite(t.end) and 0 <= t.start <= t.end):
-            raise ValueError(f"turn {t.start}-{t.end} of {t.speaker!r}: times must be finite, from 0, end not before start")
+            raise ValueError(f"turn {t.start}-{t.end} of {t.speaker!r}: times must be finite, from 0, end not "
+                             f"before start")
     if str(path) == "-":
         if fmt is None:
             raise ValueError(f"writing to stdout needs a format; available: {', '.join(FORMATS)}")
