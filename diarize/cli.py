@@ -1376,6 +1376,7 @@ def benchmark(
     import torch
     from rich.table import Table
 
+    from .audio import AudioError, load_audio_header
     from .benchmark import make_recording, run_benchmark
     from .model import ModelError, pick_device
     from .pipeline import PipelineConfig
@@ -1385,8 +1386,13 @@ def benchmark(
         pick_device(device)  # before minutes of building a recording that could not be timed
     except ValueError as e:
         fail(str(e))
-    if audio is not None and ctx.get_parameter_source("minutes").name == "COMMANDLINE":
-        warn(f"--minutes is not used: {audio} is timed as it is")
+    if audio is not None:
+        try:
+            load_audio_header(audio)  # a folder or a missing file is said before any warning about it
+        except AudioError as e:
+            fail(str(e))
+        if ctx.get_parameter_source("minutes").name == "COMMANDLINE":
+            warn(f"--minutes is not used: {audio} is timed as it is")
     if threads:
         torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:

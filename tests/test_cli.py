@@ -377,6 +377,9 @@ def test_benchmark_of_a_file_that_is_not_audio_is_one_error_line(diarize, fails_
     text = tmp_path / "notes.wav"
     text.write_text("not audio")
     assert "not readable audio" in fails_cleanly(diarize("benchmark", text, "--model", tiny_model), "notes.wav")
+    result = diarize("benchmark", tmp_path, "--minutes", "5")  # a folder: said before --minutes is called unused
+    fails_cleanly(result, "is a folder")
+    assert "warning" not in result.stderr
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="asks for a GPU this machine does not have")
