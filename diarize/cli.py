@@ -869,6 +869,8 @@ def cluster(
                      f"give them separate runs", USAGE)
             ids[rttm_id(f.stem)] = f
     outputs = {f: [p for p, _ in targets[f]] + ([str(plots[f])] if plot else []) for f in files}
+    if skip_existing and all(p == "-" for written in outputs.values() for p in written):
+        warn("--skip-existing is not used: every output goes to stdout, which is never skipped")
     if ref:
         read = {os.path.realpath(p) for p in (ref.glob("*.rttm") if ref.is_dir() else [ref])}
         for f in files:

@@ -354,6 +354,8 @@ def test_skip_existing_never_skips_an_input_whose_turns_go_to_stdout(diarize, su
     # without --force its files would be overwritten: refused, saying why --skip-existing did not keep them
     fails_cleanly(diarize("cluster", a, b, "--out", "-", "--plot", tmp_path / "p.png", "--skip-existing"),
                   "p-a.png and 1 more outputs exist", "keeps no input whose turns go to stdout")
+    # with stdout alone it can skip nothing: said
+    assert "--skip-existing is not used" in succeeds(diarize("cluster", a, "--out", "-", "--skip-existing"))
 
 
 def test_out_all_writes_every_format(diarize, succeeds, make_audio, tmp_path):
