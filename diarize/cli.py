@@ -220,8 +220,8 @@ def terminated_as_interrupted() -> Iterator[list[int]]:
 def say_while_training(bar, task: int | None, event: str, talk: bool) -> None:
     """A validation round under way shows on the progress bar; the first Ctrl-C is answered at once, since
     the step in flight, with its validation, can take minutes."""
-    if event in ("validating", "val") and task is not None:
-        bar.update(task, info="validating" if event == "validating" else "")
+    if event in ("validating", "calibrating", "val", "calibrated") and task is not None:
+        bar.update(task, info=event if event in ("validating", "calibrating") else "")
     elif event == "stopping" and talk:
         console.print("stopping after the step in flight (and its validation, if due); Ctrl-C again stops at "
                       "once", highlight=False)
@@ -459,7 +459,7 @@ def train(
                            info=f"loss {info['loss']:.3f} same {info['same_acc']:.2f} diff {info['diff_acc']:.2f}")
             elif event == "warning" and rank0:
                 warn(info["message"])
-            elif event in ("validating", "stopping"):
+            elif event in ("validating", "calibrating", "calibrated", "stopping"):
                 say_while_training(bar, tasks.get("train"), event, talk)
             elif event == "val" and talk:
                 say_while_training(bar, tasks.get("train"), event, talk)

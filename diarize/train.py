@@ -400,7 +400,7 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
             if (step % 50 == 0 or step == config.steps) and rank == 0:  # the last step too: a short run has a log
                 log({"step": step, "loss": running, **stats, "seconds": time.time() - started})
             if due:
-                hook("validating", step=step)
+                hook("validating" if val else "calibrating", step=step)  # (without validation: calibration)
                 embedded = {}  # this round's window embeddings: the validation set is embedded once
                 metrics = evaluate_sets(encoder, val, device, embedded) if val else {}
                 try:
@@ -412,6 +412,8 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
                 if metrics:
                     log({"step": step, **{f"val_{k}": v for k, v in metrics.items()}})
                     hook("val", step=step, best=min(best_eer, metrics["eer_mean"]), **metrics)
+                else:
+                    hook("calibrated", step=step)
                 if not val or metrics["eer_mean"] < best_eer:
                     best_eer = metrics.get("eer_mean", best_eer)
                     save_checkpoint(out_dir / "best.pt", encoder, step=step, metrics=metrics,

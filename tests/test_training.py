@@ -554,11 +554,17 @@ def test_a_resume_is_not_made_shorter_and_an_overlap_run_is_not_resumed_as_an_en
 
 
 def test_a_run_too_small_to_calibrate_says_so_once_and_logs_even_without_validation(few_voices, tmp_path):
-    said = []
-    hook = lambda event, **info: said.append(info["message"]) if event == "warning" else None
+    said, rounds = [], []
+
+    def hook(event: str, **info) -> None:
+        if event == "warning":
+            said.append(info["message"])
+        if event in ("validating", "calibrating", "calibrated", "val"):
+            rounds.append(event)
     config = TrainConfig(steps=3, speakers_per_batch=2, windows_per_speaker=2, val_every=1)
     train(list_dataset(few_voices), None, tmp_path / "run", RESUME_ENCODER, config, hook=hook)
     assert len([m for m in said if m.startswith("no speaker-count calibration")]) == 1  # not once a round
+    assert rounds == ["calibrating", "calibrated"] * 3  # no validation round is announced without validation
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [3] and "loss" in log[0]
 
