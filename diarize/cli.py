@@ -227,10 +227,14 @@ def say_while_training(bar, task: int | None, event: str, talk: bool) -> None:
                       "once", highlight=False)
 
 
+INTERRUPTION_SAID = []  # a command that says how it was stopped (training: where to resume) notes it here
+
+
 def not_begun(resume: Path | None, signum: int, note: str = "") -> NoReturn:
     """A training run stopped before its first step: say so, with the shell's code for that signal."""
     where = f"continue with --resume {escape(str(resume))}" if resume else "nothing to resume"
     console.print(f"interrupted before training began: {where}{escape(note)}")
+    INTERRUPTION_SAID.append(signum)
     raise typer.Exit(128 + signum)
 
 
@@ -272,6 +276,7 @@ def stopped(last: Path | None, signum: int) -> NoReturn:
     console.print(f"interrupted: {escape(str(last))} holds the last whole step; continue with --resume "
                   f"{escape(str(last))}" if last
                   else "interrupted before the first checkpoint: nothing to resume")
+    INTERRUPTION_SAID.append(signum)
     raise typer.Exit(128 + signum)  # the shell's code for death by that signal: 130, 143
 
 
@@ -615,7 +620,9 @@ class Level(str, enum.Enum):
     file = "file"
 
 
-NumSpeakersOpt = Annotated[Optional[int], typer.Option(metavar="N", min=1, help="Exactly this many speakers.")]
+NumSpeakersOpt = Annotated[Optional[int], typer.Option(
+    metavar="N", min=1, help="Exactly this many speakers (fewer, with a warning, where one is left without speech "
+                             "of its own).")]
 MinSpeakersOpt = Annotated[int, typer.Option(metavar="N", min=1, help="At least this many speakers.")]
 MaxSpeakersOpt = Annotated[Optional[int], typer.Option(metavar="N", min=1, help="At most this many speakers.")]
 VadOpt = Annotated[VAD, typer.Option(help="Speech detector: silero (silero-vad) or energy (faster, for clean audio).")]
@@ -1441,6 +1448,8 @@ def main() -> None:
         try:
             app()  # Click ends a run whose stdout was closed early (EPIPE) quietly, with exit status 1
         except SystemExit as e:
-            if e.code == 130 and received[0] == signal.SIGTERM:  # Typer's code for any KeyboardInterrupt
+            if e.code in (130, 143) and not INTERRUPTION_SAID:  # Typer's code for any KeyboardInterrupt: 130
+                console.print("interrupted: what was written is whole (no file is left half-written)")
+            if e.code == 130 and received[0] == signal.SIGTERM:
                 raise SystemExit(143) from None
             raise

