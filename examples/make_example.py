@@ -128,7 +128,8 @@ def build(outdir: str) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--outdir", default=os.path.dirname(os.path.abspath(__file__)),
                    help="where to write meeting.wav and meeting.rttm (default: examples/)")
     build(p.parse_args().outdir)

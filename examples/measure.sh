@@ -3,8 +3,13 @@
 # Needs the corpus, the dev conversations and the development suite of ../shared/DATA.md (~/corpus,
 # ~/dev_conv, ~/dev-suite or SUITE=...); NOISE_DIR: the training noises, NOISE_FILE: one of them for the noisy
 # one-speaker recordings (default: speechbrain's tests/samples/noise/noise1.wav within NOISE_DIR).
-# Usage: NOISE_DIR=... bash examples/measure.sh [MODEL] [OUT]
+# Usage: NOISE_DIR=... bash examples/measure.sh [MODEL] [OUT]   (with the project's venv active: `diarize` on PATH)
 set -euo pipefail
+if [[ "${1:-}" == -h || "${1:-}" == --help ]]; then
+  sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
+  exit 0
+fi
+command -v diarize >/dev/null || { echo "measure.sh: diarize is not on PATH: activate the venv (. .venv/bin/activate)" >&2; exit 1; }
 MODEL=${1:-diarize-blstm}
 OUT=${2:-runs/measure}
 SHARED=${SHARED:-../shared}
@@ -34,9 +39,11 @@ for method in ahc hdbscan; do
     --cache "$OUT/embeddings" --json "$OUT/suite-$method.json" \
     --one-speaker ~/dev_single ~/dev_single_white10 ~/dev_single_noise5
 done
-# and with one speaker a frame (overlapped speech given no second speaker)
-python "$(dirname "$0")/suite.py" "$SUITE" --model "$MODEL" --set-config overlap=0 \
-  --cache "$OUT/embeddings" --json "$OUT/suite-no-overlap.json"
+# and with one speaker a frame (overlapped speech given no second speaker), with each back-end
+for method in ahc hdbscan; do
+  python "$(dirname "$0")/suite.py" "$SUITE" --model "$MODEL" --set-config cluster=$method overlap=0 \
+    --cache "$OUT/embeddings" --json "$OUT/suite-$method-no-overlap.json"
+done
 
 # one voice must come out as one speaker, through the command line too
 diarize cluster ~/dev_single --model "$MODEL" --out-dir "$OUT/single" --force --quiet
@@ -72,3 +79,4 @@ done
 diarize benchmark --minutes 30 --json "$OUT/bench-30min.json" --force
 diarize benchmark --minutes 30 --no-overlap --json "$OUT/bench-30min-no-overlap.json" --force
 diarize benchmark --minutes 120 --json "$OUT/bench-120min.json" --force
+diarize benchmark --minutes 30 --vad energy --json "$OUT/bench-30min-energy.json" --force

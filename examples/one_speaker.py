@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("manifest", type=Path, help="dev.tsv of ../shared/DATA.md (path, speaker columns)")
-parser.add_argument("out", type=Path)
+parser.add_argument("out", type=Path, help="folder to write <name>.flac and <name>.rttm pairs to")
 parser.add_argument("-n", type=int, default=6, help="recordings (one speaker each)")
 parser.add_argument("--seconds", type=float, default=60.0, help="speech per recording")
-parser.add_argument("--seed", type=int, default=7)
+parser.add_argument("--seed", type=int, default=7, help="seed of the speakers, utterances and noise drawn")
 parser.add_argument("--snr", type=float, default=None, help="add noise at this SNR (dB)")
 parser.add_argument("--noise", type=Path, default=None, help="noise recording for --snr (default: white noise)")
 args = parser.parse_args()

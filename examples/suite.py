@@ -1,7 +1,7 @@
 """Diarize the development suite (../shared/DATA.md: dev_ocean, dev_cross, dev_room, dev_real) with the count
 estimated and told, and print DER per set at collar 0 and 0.25 s (overlap scored) with the exact counts.
 
-    python examples/suite.py ~/dev-suite [--model M] [--overlap-model D] [--cache DIR] [--json OUT.json]
+    python examples/suite.py ~/dev-suite [--sets SET...] [--model M] [--overlap-model D] [--cache DIR] [--json OUT.json]
         [--set-config cluster=hdbscan overlap=0] [--one-speaker DIR ...]
 
 `--one-speaker` folders hold one-speaker recordings (examples/one_speaker.py, clean and under noise): how many
@@ -123,10 +123,12 @@ def one_speaker_counts(folders: list[Path], encoder, model_path: Path, config: P
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("suite", type=Path, help="folder holding dev_ocean, dev_cross, dev_room, dev_real")
     parser.add_argument("--model", default=None, help="model name or path (default: the bundled model)")
-    parser.add_argument("--sets", nargs="+", default=list(SETS))
+    parser.add_argument("--sets", nargs="+", default=list(SETS), metavar="SET",
+                        help="sets to run, folders of SUITE (default: the four of the development suite)")
     parser.add_argument("--cache", type=Path, default=None, help="folder for cached window embeddings")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     parser.add_argument("--overlap-model", type=Path, default=None,
@@ -146,6 +148,10 @@ def main() -> None:
         overrides[name] = (value if "str" in kind else float(value) if "float" in kind
                            else value.lower() in ("1", "true", "yes") if "bool" in kind else int(value))
     config = PipelineConfig(**overrides)
+    for name in args.sets:  # a typo would print a DER of 0% over no files
+        if not recordings(args.suite / name):
+            parser.error(f"{args.suite / name}: no recordings with same-stem RTTMs (is SUITE the folder that "
+                         f"holds {', '.join(SETS)}?)")
     model_path = resolve_model_path(args.model)
     encoder = load_model(model_path, "cpu")
     detector = load_detector(args.overlap_model) if config.overlap else None

@@ -10,9 +10,10 @@ from pathlib import Path
 import librosa
 import soundfile as sf
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("src", type=Path, help="folder of audio files with <stem>.rttm beside them")
-parser.add_argument("out", type=Path)
+parser.add_argument("out", type=Path, help="folder to write the 8 kHz copies and their RTTMs to")
 args = parser.parse_args()
 
 args.out.mkdir(parents=True, exist_ok=True)
