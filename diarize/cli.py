@@ -369,27 +369,31 @@ def train(
     try:
         if init:
             init = resolve_model_path(init)  # a name in models/ or a path, checked before any work
+            started_from = load_checkpoint(init).get("config", {})
         if resume:
             ckpt = load_checkpoint(resume)
             if ckpt.get("kind") == "overlap" or "optimizer" not in ckpt:
                 fail(f"{resume}: holds no speaker-encoder training run to resume (a run's last.pt does)", USAGE)
     except ModelError as e:
         fail(str(e), USAGE)
+    typed = dict(lstm_hidden=lstm_hidden, dense=[dense], outputs=outputs, dropout=dropout,
+                 embedding_layer=embedding_layer.value, speakers_per_batch=speakers_per_batch,
+                 windows_per_speaker=windows_per_speaker, lr=lr, margin=margin, augment=augment,
+                 augment_clean=augment_clean, augment_edges=augment_edges, speed_perturb=speed_perturb,
+                 distill=distill, val_every=val_every, seed=seed, val_speakers=val_speakers)
     if resume:
         # a resumed run continues in its own folder with its own settings and validation speakers
         run = {**ckpt.get("config", {}), **ckpt.get("train_config", {})}
         run["outputs"], run["dense"] = run.get("n_outputs"), list(run.get("dense", ()))[:1]
-        typed = dict(lstm_hidden=lstm_hidden, dense=[dense], outputs=outputs, dropout=dropout,
-                     embedding_layer=embedding_layer.value, speakers_per_batch=speakers_per_batch,
-                     windows_per_speaker=windows_per_speaker, lr=lr, margin=margin, augment=augment,
-                     augment_clean=augment_clean, augment_edges=augment_edges, speed_perturb=speed_perturb,
-                     distill=distill, val_every=val_every, seed=seed, val_speakers=val_speakers)
         out = resumed_in(ctx, out, resume, run, typed)
         val_speakers, seed = run.get("val_speakers", val_speakers), run.get("seed", seed)
         steps = resumed_steps(ctx, steps, run, resume)
-    elif init and given(ctx, *ARCHITECTURE_OPTIONS):
-        kept = flags(given(ctx, *ARCHITECTURE_OPTIONS))
-        warn(f"ignored with --init, the model's architecture is kept: {kept}")
+    elif init:
+        kept = {**started_from, "outputs": started_from.get("n_outputs"),
+                "dense": list(started_from.get("dense", ()))[:1]}
+        changed = [n for n in given(ctx, *ARCHITECTURE_OPTIONS) if typed[n] != kept.get(n)]
+        if changed:  # (ones that agree with the model are no news)
+            warn(f"ignored with --init, the model's architecture is kept: {flags(changed)}")
     unused = [*(given(ctx, "rir_dir", "augment_clean", "augment_edges") if not augment else []),
               *(given(ctx, "noise_dir") if not augment and not val_rooms else []),
               *(given(ctx, "val_rooms") if not val and not val_speakers else []),

@@ -609,6 +609,15 @@ def test_a_missing_folder_or_set_is_named_with_its_option_before_any_audio_is_re
         assert result.exit_code == 2 and not (tmp_path / "run").exists()  # no feature cache was begun
 
 
+def test_init_names_only_the_architecture_options_that_differ_from_the_models(diarize, succeeds, few_voices,
+                                                                              tiny_model, tmp_path):
+    stderr = succeeds(diarize("train", few_voices, "--init", tiny_model, "--out", tmp_path / "run", "--steps", "1",
+                              "--lstm-hidden", "16", "--outputs", "9", "--speakers-per-batch", "2",
+                              "--windows-per-speaker", "2", "--device", "cpu"))  # the model: 16 units, 8 outputs
+    said = " ".join(stderr.split())
+    assert "the model's architecture is kept: --outputs" in said and "--lstm-hidden" not in said
+
+
 def test_a_val_manifest_of_the_training_files_is_warned_of(diarize, succeeds, few_voices, tmp_path):
     files = sorted(f for f in few_voices.rglob("*.wav"))
     manifest = tmp_path / "val.tsv"  # the same files as DATA, listed another way
