@@ -1448,6 +1448,7 @@ def main() -> None:
     import signal
 
     # SIGTERM ends every command as Ctrl-C does (a file being written is taken back), with its own exit code
+    INTERRUPTION_SAID.clear()  # (one command a process; tests run several)
     with terminated_as_interrupted() as received:
         try:
             app()  # Click ends a run whose stdout was closed early (EPIPE) quietly, with exit status 1
