@@ -405,6 +405,8 @@ def train(
         val_in_data = False  # said
     else:
         val_in_data = bool(val)
+    if val and not val.exists():
+        fail(f"--val {val}: no such file or folder", USAGE)
     check_folders(out=out, cache=cache)
     check_sources(rir_dir=rir_dir, noise_dir=noise_dir, val_clips=[val_clips] if val_clips else None)
     held = not resume and refuse_held_run(out, force)
@@ -474,8 +476,9 @@ def train(
                 say_while_training(bar, tasks.get("train"), event, talk)
                 sets = {k[4:]: v for k, v in info.items() if k.startswith("eer_") and k != "eer_mean"}
                 each = ", ".join(f"{name} {100 * eer:.2f}" for name, eer in sets.items())
-                each = f" (mean of {each})" if len(sets) > 1 else ""
-                console.print(f"step {info['step']}: val EER {100 * info['eer_mean']:.2f}%{each} pair acc "
+                each = f" ({each})" if len(sets) > 1 else ""
+                what = "mean EER" if len(sets) > 1 else "val EER"  # the mean is what best.pt is chosen by
+                console.print(f"step {info['step']}: {what} {100 * info['eer_mean']:.2f}%{each} pair acc "
                               f"{info['pair_accuracy']:.3f} (best {100 * info['best']:.2f}%)")
 
         try:
@@ -493,7 +496,9 @@ def train(
             fail(f"{e.filename}: {e.strerror}")
     if talk:
         best = summary["best_eer"]
-        figure = f"best val EER {100 * best:.2f}%" if best < float("inf") else "no validation"
+        several = sum(k.startswith("eer_") and k != "eer_mean" for k in summary["metrics"]) > 1
+        figure = (f"best {'mean' if several else 'val'} EER {100 * best:.2f}%" if best < float("inf")
+                  else "no validation")
         taken = summary["step"]
         console.print(f"done: {taken} step{'s' * (taken != 1)} in {summary['seconds']:.0f} s; {figure}; "
                       f"model {escape(str(out / 'best.pt'))}")
@@ -1188,7 +1193,9 @@ def evaluate(
              f"false alarm, 100% with one (pyannote's convention)")
     unmatched = {k: v for k, v in hypotheses.items() if k not in references}
     if unmatched:
-        warn(f"{len(unmatched)} hypothesis file ids are not in the reference, not scored: {_ids(unmatched)}")
+        n = len(unmatched)
+        warn(f"{n} hypothesis file id{'s are' if n != 1 else ' is'} not in the reference, not scored: "
+             f"{_ids(unmatched)}")
     missing = {k: v for k, v in references.items() if k not in hypotheses}
     if missing:
         warn(f"no hypothesis for {len(missing)} of {len(references)} reference files, scored as all missed: "

@@ -309,7 +309,7 @@ def test_evaluate_warns_of_file_ids_found_on_one_side_only(diarize, succeeds, tm
     ref, hyp = _rttm(tmp_path / "ref.rttm", "meeting", "call"), _rttm(tmp_path / "hyp.rttm", "meeting", "other")
     stderr = succeeds(diarize("evaluate", ref, hyp))
     assert "no hypothesis for 1 of 2 reference files" in stderr and "call" in stderr
-    assert "1 hypothesis file ids are not in the reference, not scored: other" in stderr
+    assert "1 hypothesis file id is not in the reference, not scored: other" in stderr
 
 
 def test_evaluate_with_no_file_id_in_common_is_an_error_naming_both_sides(diarize, fails_cleanly, tmp_path):

@@ -602,6 +602,7 @@ def test_a_missing_folder_or_set_is_named_with_its_option_before_any_audio_is_re
     for args, said in ((["train", few_voices, "--val-clips", none], f"--val-clips {none}: no such folder"),
                        (["train", few_voices, "--val-clips", afile], f"--val-clips {afile}: not a folder"),
                        (["train", few_voices, "--also", none], f"--also {none}: no such file or folder"),
+                       (["train", few_voices, "--val", none], f"--val {none}: no such file or folder"),
                        (["validate", few_voices, "--clips", none], f"--clips {none}: no such folder")):
         result = diarize(*args, "--out" if args[0] == "train" else "--json", tmp_path / "run",
                          *(TINY_CLI if args[0] == "train" else ()))
