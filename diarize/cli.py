@@ -402,9 +402,6 @@ def train(
         warn(f"not used: {flags(unused)} (see diarize train --help)")
     if val and data.resolve() == val.resolve():
         warn(f"--val {val} is DATA itself: validated on the training speakers, the EER says little")
-        val_in_data = False  # said
-    else:
-        val_in_data = bool(val)
     if val and not val.exists():
         fail(f"--val {val}: no such file or folder", USAGE)
     check_folders(out=out, cache=cache)
@@ -430,7 +427,7 @@ def train(
         more_val = named_sets(also or [])
     except (DataError, ValueError) as e:
         fail(str(e))
-    if val_in_data:  # a folder and a manifest of the same files, or sets that share some
+    if val and data.resolve() != val.resolve():  # a folder and a manifest of the same files, or sets sharing some
         shared = {p.resolve() for p in train_data.paths} & {p.resolve() for p in val_data.paths}
         if shared:
             warn(f"--val {val}: {len(shared)} of its {len(val_data)} files are also in DATA: validated on "

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .audio import AUDIO_SUFFIXES, AudioError, audio_files_in, load_audio, log_mel
+from .audio import AudioError, audio_files_in, load_audio, log_mel
 from .hparams import FMAX, FMIN, HOP_LENGTH, N_FFT, N_MELS, SAMPLE_RATE, WINDOW_FRAMES
 
 EXTRA_FRAMES = 8  # drawn beyond a window so that speed perturbation has frames to stretch into
@@ -50,7 +50,7 @@ def list_dataset(source: str | Path) -> Dataset:
                 paths.append(f)
                 speakers.append(spk_dir.name)
         if not paths:
-            loose = sum(f.suffix.lower() in AUDIO_SUFFIXES and not f.name.startswith(".") for f in source.iterdir())
+            loose = len(audio_files_in(source))  # all directly in it: one in a subfolder would be a speaker's
             raise DataError(f"{source}: no audio files in speaker subfolders" + (
                 f" ({loose} directly in it: put each speaker's files in a subfolder named after them)"
                 if loose else ""))

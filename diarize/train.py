@@ -119,6 +119,12 @@ def data_fingerprint(data: Dataset) -> str:
     return hashlib.sha1("\n".join(pairs).encode()).hexdigest()[:16]
 
 
+def needs_pairs(name: str, speakers: list[str], of: str = "files") -> None:
+    """An EER needs same-speaker pairs: a validation set where no speaker has two `of` is refused."""
+    if max(Counter(speakers).values()) < 2:
+        raise UnscorableSet(f"validation set {name}: no speaker has 2 {of}; an EER needs same-speaker pairs", name)
+
+
 def held_out_sets(val_data: Dataset | None, cache_dir: Path, per_speaker: int, more: list[tuple[str, Dataset]] = (),
                   rooms: bool = False, clips: Path | None = None, noise_dirs: list[Path] = (), workers: int = 1,
                   hook: Hook | None = None) -> list[HeldOut]:
@@ -134,9 +140,7 @@ def held_out_sets(val_data: Dataset | None, cache_dir: Path, per_speaker: int, m
             raise UnscorableSet(f"validation set {name}: {len(set(cache.speakers))} speaker(s) with readable "
                                 f"audio; an EER needs at least 2", name)
         held = speaker_set(name, cache, per_speaker)
-        if max(Counter(held.speakers).values()) < 2:  # found now, not after the steps before the first round
-            raise UnscorableSet(f"validation set {name}: no speaker has 2 files with audio; an EER needs "
-                                f"same-speaker pairs", name)
+        needs_pairs(name, held.speakers, "files with audio")  # found now, not after the steps before a round
         sets.append(held)
     if rooms and val_data is not None:
         sets.append(rooms_set("rooms", val_data, cache_dir, per_speaker, noise_dirs, workers, hook))
@@ -291,9 +295,7 @@ def train(train_data: Dataset, val_data: Dataset | None, out_dir: str | Path,
         if data is not None and len(set(data.speakers)) < 2:
             raise ValueError(f"the {split} data holds {len(set(data.speakers))} speaker(s): it needs at least 2")
     for name, data in ([("val", val_data)] if val_data is not None else []) + list(more_val):
-        if max(Counter(data.speakers).values()) < 2:  # (files that turn out unreadable are checked once read)
-            raise UnscorableSet(f"validation set {name}: no speaker has 2 files; an EER needs same-speaker pairs",
-                                name)
+        needs_pairs(name, data.speakers)  # (files that turn out unreadable are checked once read)
     start_from = encoder_from_checkpoint(load_checkpoint(init), init) if init and not resume else None
     teacher = Teacher(resemblyzer_weights()) if config.distill else None
     acoustics = feed.acoustics()  # whatever the workers: bad files said early
